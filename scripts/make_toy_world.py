@@ -8,7 +8,8 @@ the real loaders (dataset.root=data/toy/...). Re-running with the same settings 
 Layout under --out:
   cifar/cifar-100-python/{train,test,meta}      colour x shape classes ("red circle", ...), 32x32
   refcoco/{refs(unc).p,instances.json}          REC scenes; split val = normal, testB = the hard subset
-                                                (every distractor shares the target's colour or shape)
+                                                (every distractor shares the target's colour or shape;
+                                                one shares both, at the other size: "big"/"small" tells them apart)
   regions/{regions.json}                        COCO-style region classification
   modelnet40_ply_hdf5_2048/                     3-D primitives (train for view-weight search, test)
   flickr8k/{ExpertAnnotations.txt,Flickr8k.token.txt}   rated candidate captions (Flickr8k-Expert layout)
@@ -33,7 +34,7 @@ from clipbench.data.refer import write_refer
 from clipbench.data.regions import write_coco_regions
 from clipbench.errors import ClipbenchError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BASE_SIZES = {
     "cifar_train": 300, "cifar_test": 600, "rec_val": 200, "rec_hard": 120, "regions": 150,
     "points_train": 240, "points_test": 300, "judged_images": 120, "gallery": 120,

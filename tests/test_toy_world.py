@@ -43,7 +43,8 @@ def test_rec_scenes_counts_boxes_and_determinism(hard):
     for scene in scenes:
         assert scene.image.size == (160, 120) and 2 <= len(scene.objects) <= 5
         assert all(_inside(o.box, scene.image) for o in scene.objects)
-        assert len({o.name for o in scene.objects}) == len(scene.objects)
+        names = [o.name for o in scene.objects]
+        assert len(set(names)) == len(names) - hard  # a hard scene repeats its target once, as a twin
         for a in scene.objects:  # objects do not overlap
             for b in scene.objects:
                 if a is not b:
@@ -76,15 +77,40 @@ def test_spatial_wording_is_true():
     assert used > 20
 
 
-def test_hard_distractors_share_colour_or_shape():
-    kinds = set()
+def test_hard_scenes_have_a_twin_of_the_other_size_and_partial_distractors():
+    kinds, sizes = set(), set()
     for scene in tw.rec_scenes(40, seed=3, hard=True):
         assert scene.hard and [r.target for r in scene.refs] == [0]
-        target = scene.objects[0]
-        for other in scene.objects[1:]:
-            assert (other.colour == target.colour) != (other.shape == target.shape)
-            kinds.add("colour" if other.colour == target.colour else "shape")
-    assert kinds == {"colour", "shape"}
+        target, twin = scene.objects[:2]
+        ref = scene.refs[0]
+        assert twin.name == target.name and ref.size in ("big", "small")
+        assert all(f"{ref.size} {target.name}" in sentence for sentence in ref.sentences)
+        side = min(scene.image.size)
+        low, high = tw.SIZE_RADIUS[ref.size]
+        assert low * side <= target.radius <= high * side  # drawn in its size's range
+        other = "small" if ref.size == "big" else "big"
+        assert tw.size_word(target, scene.image.size) == ref.size and tw.size_word(twin, scene.image.size) == other
+        sizes.add(ref.size)
+        for distractor in scene.objects[2:]:
+            assert (distractor.colour == target.colour) != (distractor.shape == target.shape)
+            kinds.add("colour" if distractor.colour == target.colour else "shape")
+    assert kinds == {"colour", "shape"} and sizes == {"big", "small"}
+
+
+def test_size_words_by_hand():
+    side = 100  # big from radius 15 px, small up to 9.5 px
+    assert tw.size_word(tw.ToyObject("red", "circle", [0, 0, 30, 30], radius=15.0), side) == "big"
+    assert tw.size_word(tw.ToyObject("red", "circle", [0, 0, 19, 19], radius=9.5), (100, 140)) == "small"
+    assert tw.size_word(tw.ToyObject("red", "circle", [0, 0, 24, 24], radius=12.0), side) is None
+    assert tw.expression("orange", "star", "left", np.random.default_rng(0), "big").endswith("big orange star on the left")
+
+
+def test_per_object_radius_ranges():
+    rng = np.random.default_rng(0)
+    placed = tw.place_scene(rng, (150, 110), tw.random_combos(rng, 3), [(0.15, 0.16), (0.07, 0.08), tw.SCENE_RADIUS])
+    assert 0.15 * 110 <= placed[0].r <= 0.16 * 110 and 0.07 * 110 <= placed[1].r <= 0.08 * 110
+    image, objects = tw.draw_scene(rng, (150, 110), placed)
+    assert image.size == (150, 110) and [o.radius for o in objects] == [p.r for p in placed]
 
 
 def test_region_samples_label_their_boxes():

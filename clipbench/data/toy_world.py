@@ -36,6 +36,8 @@ SCENE_RADIUS = (0.085, 0.15)
 SINGLE_RADIUS = (0.25, 0.42)
 GALLERY_RADIUS = (0.12, 0.19)
 SCENE_GAP = 2.0  # pixels between object boxes
+# what "big" and "small" mean: an object's radius as a fraction of the scene's shorter side
+SIZE_RADIUS: dict[str, tuple[float, float]] = {"big": (0.15, 0.19), "small": (0.07, 0.095)}
 
 # Caption templates used by the generators; the training script adds more.
 EXPRESSION_TEMPLATES = ("{c} {s}", "the {c} {s}", "{a} {c} {s}")
@@ -57,6 +59,7 @@ class ToyObject:
     colour: str
     shape: str
     box: list[float]  # [x, y, w, h]
+    radius: float = 0.0  # of the drawn outline, in pixels
 
     @property
     def name(self) -> str:
@@ -84,6 +87,7 @@ class RefExpression:
     target: int  # index into the scene's objects
     sentences: list[str]
     spatial: list[str | None]  # per sentence: the spatial word used ("left", ...) or None
+    size: str | None = None  # "big" or "small" in every sentence (hard scenes), or None
 
 
 @dataclass
@@ -247,18 +251,33 @@ def _angle(rng: np.random.Generator, shape: str) -> float:
     return 0.0 if shape == "circle" else float(rng.uniform(-0.25, 0.25))
 
 
-def _place(rng, w: int, h: int, combos, radius_range=SCENE_RADIUS, tries: int = 200):
-    """Non-overlapping placements for ``combos``; None if they do not fit this time."""
+@dataclass
+class Placement:
+    """One object of a scene before drawing: centre, radius and rotation in pixels/radians."""
+
+    colour: str
+    shape: str
+    cx: float
+    cy: float
+    r: float
+    angle: float
+
+    def points(self) -> list[tuple[float, float]]:
+        return _shape_points(self.shape, self.cx, self.cy, self.r, self.angle)
+
+
+def _place(rng, w: int, h: int, combos, radius_ranges, tries: int = 200):
+    """Non-overlapping placements for ``combos`` (one radius range each); None if they do not fit this time."""
     placed, boxes = [], []
     side = min(w, h)
-    for colour, shape in combos:
+    for (colour, shape), radius_range in zip(combos, radius_ranges):
         for _ in range(tries):
             r = rng.uniform(*radius_range) * side
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-            pts = _shape_points(shape, cx, cy, r, _angle(rng, shape))
-            box = _box_of(pts, w, h)
+            p = Placement(colour, shape, cx, cy, r, _angle(rng, shape))
+            box = _box_of(p.points(), w, h)
             if all(_apart(box, other) for other in boxes):
-                placed.append((colour, shape, pts))
+                placed.append(p)
                 boxes.append(box)
                 break
         else:
@@ -275,19 +294,34 @@ def _apart(a, b) -> bool:
     )
 
 
+def place_scene(rng: np.random.Generator, size, combos, radius_range=SCENE_RADIUS) -> list[Placement]:
+    """Non-overlapping placements of the (colour, shape) ``combos`` in a scene of ``size``; ``radius_range``
+    is one (low, high) fraction of the shorter side for all, or a list with one per object."""
+    w, h = _size_pair(size)
+    ranges = radius_range if isinstance(radius_range, list) else [radius_range] * len(combos)
+    for _ in range(50):
+        placed = _place(rng, w, h, combos, ranges)
+        if placed is not None:
+            return placed
+    raise ConfigError("max_objects", f"could not place {len(combos)} objects in a {w}x{h} scene")
+
+
+def draw_scene(rng: np.random.Generator, size, placed: list[Placement]):
+    """The image of ``placed`` on a fresh noisy background, and its objects."""
+    w, h = _size_pair(size)
+    canvas = _background(rng, w, h)
+    _draw_objects(canvas, [(p.colour, p.points()) for p in placed], rng)
+    return _finish(canvas, rng), scene_objects(placed, size)
+
+
+def scene_objects(placed: list[Placement], size) -> list[ToyObject]:
+    w, h = _size_pair(size)
+    return [ToyObject(p.colour, p.shape, _box_of(p.points(), w, h), p.r) for p in placed]
+
+
 def render_scene(rng: np.random.Generator, size, combos, radius_range=SCENE_RADIUS):
     """An image with the (colour, shape) ``combos`` placed without overlap, and their objects."""
-    w, h = _size_pair(size)
-    for _ in range(50):
-        placed = _place(rng, w, h, combos, radius_range)
-        if placed is not None:
-            break
-    else:
-        raise ConfigError("max_objects", f"could not place {len(combos)} objects in a {w}x{h} scene")
-    canvas = _background(rng, w, h)
-    _draw_objects(canvas, [(c, pts) for c, _, pts in placed], rng)
-    objects = [ToyObject(c, s, _box_of(pts, w, h)) for c, s, pts in placed]
-    return _finish(canvas, rng), objects
+    return draw_scene(rng, size, place_scene(rng, size, combos, radius_range))
 
 
 def render_single(rng: np.random.Generator, size, colour: str, shape: str, radius_range=SINGLE_RADIUS):
@@ -300,7 +334,7 @@ def render_single(rng: np.random.Generator, size, colour: str, shape: str, radiu
     pts = _shape_points(shape, cx, cy, r, _angle(rng, shape))
     canvas = _background(rng, w, h)
     _draw_objects(canvas, [(colour, pts)], rng)
-    return _finish(canvas, rng), ToyObject(colour, shape, _box_of(pts, w, h))
+    return _finish(canvas, rng), ToyObject(colour, shape, _box_of(pts, w, h), r)
 
 
 def random_combos(rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
@@ -310,16 +344,17 @@ def random_combos(rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
 
 
 def hard_combos(rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
-    """A target first, then ``k-1`` distinct distractors that each share its colour or its shape."""
+    """A target first, then its twin (same colour and shape), then ``k-2`` distinct distractors that each
+    share the target's colour or its shape (alternating, so both kinds appear once there are 4+ objects)."""
     colours, shapes = list(COLOURS), list(SHAPES)
     tc, ts = colours[rng.integers(len(colours))], shapes[rng.integers(len(shapes))]
     same_colour = [(tc, s) for s in shapes if s != ts]
     same_shape = [(c, ts) for c in colours if c != tc]
     rng.shuffle(same_colour)
     rng.shuffle(same_shape)
-    out = [(tc, ts)]
+    out = [(tc, ts), (tc, ts)][:k]
     first = int(rng.integers(2))
-    for i in range(k - 1):  # alternate so both kinds appear once there are 3+ objects
+    for i in range(k - 2):
         pools = (same_colour, same_shape) if (i + first) % 2 == 0 else (same_shape, same_colour)
         out.append((pools[0] or pools[1]).pop())
     return out
@@ -346,12 +381,24 @@ def spatial_truths(objects: list[ToyObject], target: int, margin: float = 2.0) -
     return words
 
 
+def size_word(obj: ToyObject, size) -> str | None:
+    """"big" (radius at least SIZE_RADIUS["big"]'s low end), "small" (at most "small"'s high end) or None."""
+    side = min(_size_pair(size))
+    if obj.radius >= SIZE_RADIUS["big"][0] * side:
+        return "big"
+    if obj.radius <= SIZE_RADIUS["small"][1] * side:
+        return "small"
+    return None
+
+
 def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def expression(colour: str, shape: str, spatial: str | None, rng: np.random.Generator) -> str:
-    base = EXPRESSION_TEMPLATES[rng.integers(len(EXPRESSION_TEMPLATES))].format(c=colour, s=shape, a=article(colour))
+def expression(colour: str, shape: str, spatial: str | None, rng: np.random.Generator, size: str | None = None) -> str:
+    """'the red circle', 'a big red circle on the left', ..."""
+    adjective = colour if size is None else f"{size} {colour}"
+    base = EXPRESSION_TEMPLATES[rng.integers(len(EXPRESSION_TEMPLATES))].format(c=adjective, s=shape, a=article(adjective))
     return base if spatial is None else f"{base} {SPATIAL_WORDS[spatial]}"
 
 
@@ -392,9 +439,11 @@ def rec_scenes(
 ) -> list[RecScene]:
     """Multi-object scenes with referring expressions that single out one object each.
 
-    (colour, shape) pairs are unique within a scene, so the colour and shape always identify the target;
-    some sentences add left/right/top/bottom wording, used only where it is true. In ``hard`` scenes
-    every distractor shares the target's colour or shape.
+    In normal scenes (colour, shape) pairs are unique, so the colour and shape always identify the
+    target; some sentences add left/right/top/bottom wording, used only where it is true. In ``hard``
+    scenes (one expression, for object 0) every distractor shares the target's colour or shape and one
+    shares both: a twin of the other size (SIZE_RADIUS), so "big"/"small", which every sentence carries,
+    singles the target out. A crop, resized to the model's input, cannot tell the twins apart.
     """
     n = _check_count(n)
     _check_objects(size, min_objects, max_objects)
@@ -409,7 +458,12 @@ def rec_scenes(
     for _ in range(n):
         k = int(rng.integers(min_objects, max_objects + 1))
         combos = hard_combos(rng, k) if hard else random_combos(rng, k)
-        image, objects = render_scene(rng, size, combos)
+        target_size = ("big", "small")[rng.integers(2)] if hard else None
+        radius = SCENE_RADIUS
+        if hard:
+            twin_size = "small" if target_size == "big" else "big"
+            radius = [SIZE_RADIUS[target_size], SIZE_RADIUS[twin_size]][:k] + [SCENE_RADIUS] * (k - 2)
+        image, objects = draw_scene(rng, size, place_scene(rng, size, combos, radius))
         targets = [0] if hard else sorted(rng.choice(k, size=min(refs_per_scene, k), replace=False).tolist())
         refs = []
         for t in targets:
@@ -419,9 +473,9 @@ def rec_scenes(
                 word = None
                 if truths and (j % 2 == 1 or rng.random() < 0.25):
                     word = truths[rng.integers(len(truths))]
-                sentences.append(expression(objects[t].colour, objects[t].shape, word, rng))
+                sentences.append(expression(objects[t].colour, objects[t].shape, word, rng, target_size))
                 spatial.append(word)
-            refs.append(RefExpression(t, sentences, spatial))
+            refs.append(RefExpression(t, sentences, spatial, target_size))
         scenes.append(RecScene(image, objects, refs, hard))
     return scenes
 
