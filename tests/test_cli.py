@@ -48,9 +48,8 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cifar_root):
 
 
 def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
-    from helpers import compose_config, tmp_overrides
-
     import pytest
+    from helpers import compose_config, tmp_overrides
 
     from clipbench.config import validate
     from clipbench.errors import ConfigError

@@ -10,7 +10,6 @@ from clipbench.logging.results import RESULT_COLUMNS, append_rows
 from clipbench.report.build import build_report, compare, load_results
 from clipbench.report.reported import REPORTED_COLUMNS, load_reported
 
-
 TAG = "openai"  # the tag as results rows record it; these tests load no weights
 
 
