@@ -28,7 +28,7 @@ def test_rec_floor(tmp_path, toy_root, monkeypatch):
 
 
 def test_rec_hard_split_falip_beats_crop(tmp_path, toy_root, monkeypatch):
-    # the target's twin makes a crop a coin toss between two identical objects; FALIP keeps the context
+    # cropped and resized, the target and its twin of the other size look alike; FALIP keeps the context
     falip = _metrics(tmp_path / "falip", toy_root, monkeypatch, "+toy=rec", "dataset.split=testB", "method=falip")
     crop = _metrics(tmp_path / "crop", toy_root, monkeypatch, "+toy=rec", "dataset.split=testB", "method=crop")
     assert falip["accuracy"] >= crop["accuracy"] + 0.1, (falip["accuracy"], crop["accuracy"])
