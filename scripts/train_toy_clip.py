@@ -77,6 +77,8 @@ sys.path.insert(0, str(ROOT))
 
 from clipbench.data import toy_world as tw  # noqa: E402
 from clipbench.data.templates import CIFAR_TEMPLATES  # noqa: E402
+from clipbench.methods.visual_prompts import crop_image  # noqa: E402
+from clipbench.metrics.boxes import xywh_to_xyxy  # noqa: E402
 from clipbench.models.checkpoints import compact_rows  # noqa: E402
 from clipbench.models.factory import register_model_configs  # noqa: E402
 
@@ -413,7 +415,7 @@ def eval_rec(model, tokenizer, size, patch, n=80, seed=1_000_061, hard=False) ->
     for scene in scenes:
         x = normalise(torch.from_numpy(to_uint8(scene.image, size))[None])
         feats = torch.cat([encode_with_bias(model, x, falip_bias(o.box, scene.image.size, size, patch)) for o in scene.objects])
-        crops = [scene.image.crop((b[0], b[1], b[0] + b[2], b[1] + b[3])) for b in (o.box for o in scene.objects)]
+        crops = [crop_image(scene.image, xywh_to_xyxy(o.box)) for o in scene.objects]  # the crop baseline's own cut
         crops = normalise(torch.from_numpy(np.stack([to_uint8(c, size) for c in crops])))
         crop_feats = F.normalize(model.encode_image(crops), dim=-1)
         for ref in scene.refs:
