@@ -120,6 +120,10 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         "peak_mem_mb": round(peak, 1),
         "device": str(device),
         "seed": v.run.seed,
+        "task_params": json.dumps(as_plain(v.task), sort_keys=True, default=str),
+        "dataset_params": json.dumps(as_plain(v.dataset), sort_keys=True, default=str),
+        "ci_low": None,
+        "ci_high": None,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)

@@ -57,3 +57,25 @@ def test_foreign_csv_is_not_appended_to(tmp_path):
 def test_rows_must_match_schema(tmp_path):
     with pytest.raises(ValueError):
         append_rows(tmp_path / "r.csv", [{"run_id": "x"}])
+
+
+def test_an_older_header_file_is_upgraded_and_keeps_every_row(tmp_path):
+    from clipbench.logging.results import LEGACY_COLUMNS
+
+    path = tmp_path / "old.csv"
+    old_rows = [[f"r{i}", "2026", "sha", "h", "", "zeroshot", "cifar100", "test", "a", "", "clip", '{"k": "a,b"}',
+                 "top1", str(0.1 * i), "10", "1.0", "2.0", "cpu", "0"] for i in range(3)]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(LEGACY_COLUMNS)
+        writer.writerows(old_rows)
+    row = _row("new", "top1", 0.9)
+    row.update(task_params='{"name": "zeroshot"}', ci_low=0.8, ci_high=0.95)
+    append_rows(path, [row])
+    with open(path, newline="") as f:
+        records = list(csv.DictReader(f))
+    assert list(records[0]) == RESULT_COLUMNS
+    assert [r["run_id"] for r in records] == ["r0", "r1", "r2", "new"]
+    assert [r["method_params"] for r in records[:3]] == ['{"k": "a,b"}'] * 3
+    assert records[1]["value"] == "0.1" and records[1]["seed"] == "0" and records[1]["ci_low"] == ""
+    assert records[3]["ci_low"] == "0.8" and records[3]["task_params"] == '{"name": "zeroshot"}'

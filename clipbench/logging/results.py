@@ -16,6 +16,9 @@ RESULT_COLUMNS = [
     "model_arch", "model_pretrained", "method", "method_params", "metric", "value", "n",
     "items_per_s", "peak_mem_mb", "device", "seed",
 ]
+# Columns added later, always at the end, so readers of the older header keep working.
+LEGACY_COLUMNS = RESULT_COLUMNS[:]
+RESULT_COLUMNS = LEGACY_COLUMNS + ["task_params", "dataset_params", "ci_low", "ci_high"]
 
 
 def _format(value) -> str:
@@ -44,8 +47,9 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     with FileLock(str(path) + ".lock", timeout=120):
         fresh = not path.exists() or path.stat().st_size == 0
         if not fresh:
-            _check_header(path)
             _ensure_trailing_newline(path)
+            if _check_header(path) == LEGACY_COLUMNS:
+                _upgrade_header(path)
         payload = (",".join(RESULT_COLUMNS) + "\n" if fresh else "") + buf.getvalue()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -55,11 +59,28 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
             os.close(fd)
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path) -> list[str]:
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
-    if header != RESULT_COLUMNS:
+    if header not in (RESULT_COLUMNS, LEGACY_COLUMNS):
         raise DataError(f"{path} is not a clipbench results file (its header differs); choose another results_csv")
+    return header
+
+
+def _upgrade_header(path: Path) -> None:
+    """Rewrite an older-header file with the current header; its rows get empty new columns (atomic replace)."""
+    extra = len(RESULT_COLUMNS) - len(LEGACY_COLUMNS)
+    with open(path, newline="") as f:
+        records = list(csv.reader(f))[1:]
+    tmp = path.with_name(path.name + ".upgrade")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(RESULT_COLUMNS)
+        for record in records:
+            writer.writerow(record + [""] * extra if len(record) == len(LEGACY_COLUMNS) else record)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _ensure_trailing_newline(path: Path) -> None:
