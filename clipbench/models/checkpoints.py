@@ -103,17 +103,18 @@ def regenerate_hint(path: Path) -> str:
     return TOY_CHECKPOINT_HINT if Path(path).resolve().parent == assets else ""
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def file_fingerprint(path: str | os.PathLike) -> str:
-    """A cheap content identity for cache keys: size, plus hashes of the first and last MiB."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 1 << 20:
-            f.seek(max(size - (1 << 20), 0))
-            h.update(f.read())
-    return h.hexdigest()[:16]
+    """The content identity for cache keys: sha256 of the whole file, computed once per (path, size, mtime)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        with open(path, "rb") as f:
+            _FINGERPRINTS[key] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 def describe(state: dict[str, torch.Tensor]) -> str:
