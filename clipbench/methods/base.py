@@ -59,9 +59,17 @@ class Method(ABC):
         self.cfg = cfg
         self.model = model
 
-    #: True when the region does not change the features (plain CLIP): tasks may then use the fast
-    #: batched image path and skip per-region work.
-    region_free: bool = False
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "region_free" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: region_free is derived from encode_regions and cannot be declared")
+
+    @property
+    def region_free(self) -> bool:
+        """True when the features are plain CLIP's whole-image embedding, so tasks may take the batched
+        ``model.encode_image`` path instead. Derived from behaviour: only an ``encode_regions`` marked
+        with ``@whole_image`` qualifies, and a subclass that overrides it loses the mark."""
+        return getattr(type(self).encode_regions, "whole_image", False)
 
     def text(self, expression: str, template: str = "{}") -> str:
         """The text a candidate expression is scored against; prompts that change the text override it."""
@@ -87,6 +95,13 @@ class Method(ABC):
         from clipbench.config import as_plain
 
         return {k: v for k, v in as_plain(self.cfg).items() if k != "name"}
+
+
+def whole_image(encode_regions):
+    """Marks an ``encode_regions`` that returns ``model.encode_image(model.preprocess(image))`` for every
+    region; tasks then use the batched path (tests/test_method_region_free.py checks both paths agree)."""
+    encode_regions.whole_image = True
+    return encode_regions
 
 
 @dataclass

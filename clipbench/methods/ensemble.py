@@ -60,7 +60,6 @@ class EnsembleMethod(Method):
         spec = METHODS.get(cfg.method)
         self.members = [spec.build(member_config(cfg.method, cfg.method_params), m) for m in self.models]
         self.weights = [math.sqrt(m.logit_scale / model.logit_scale) for m in self.models]
-        self.region_free = all(m.region_free for m in self.members)
 
     def text(self, expression: str, template: str = "{}") -> str:
         return self.members[0].text(expression, template)

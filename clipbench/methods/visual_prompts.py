@@ -387,7 +387,6 @@ class CombineMethod(Method):
         texts = {m.text("{}", "a photo of {}") for m in self.members}
         if len(texts) > 1:
             raise ConfigError("method.members", f"{cfg.members} score different texts ({sorted(texts)}); their logits cannot be summed")
-        self.region_free = all(m.region_free for m in self.members)
 
     def text(self, expression: str, template: str = "{}") -> str:
         return self.members[0].text(expression, template)
