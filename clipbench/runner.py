@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from clipbench.config import ValidatedConfig, as_plain, validate
+from clipbench.errors import DataError
 from clipbench.logging.results import append_rows, read_results
 from clipbench.logging.run_files import write_config, write_metrics, write_predictions
 from clipbench.logging.table import SUMMARY_COLUMNS, format_table
@@ -30,11 +31,19 @@ RANDOM_INIT_BANNER = (
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
+    """The commit of the code, ``<sha>-dirty`` when tracked files differ from it, else ``unknown``."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
         )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
+        if out.returncode != 0:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True,
+            text=True, timeout=10,
+        )
+        dirty = status.returncode != 0 or bool(status.stdout.strip())
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -99,6 +108,8 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
     started = time.perf_counter()
     result = TASKS.get(v.task.name).evaluate(model, dataset, method, v.task, ctx)
     seconds = time.perf_counter() - started
+    if result.n == 0:
+        raise DataError(f"no sample was evaluated: {nothing_evaluated(v.dataset, result)}")
     items = result.throughput.items or result.n
     items_per_s = items / seconds if seconds > 0 else 0.0
     peak = peak_memory_mb(device)
@@ -151,6 +162,18 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"
     )
     return rows
+
+
+def nothing_evaluated(dataset_cfg, result) -> str:
+    """Which split of which files gave nothing to evaluate, and why."""
+    plain = as_plain(dataset_cfg)
+    where = ", ".join(f"dataset.{k}={plain[k]}" for k in DATA_FILE_KEYS if plain.get(k))
+    split = f"split {plain['split']!r} of " if plain.get("split") else ""
+    reasons = ", ".join(f"{k}: {n}" for k, n in result.skip_reasons.items()) or "the split is empty"
+    return f"{split}{plain.get('name')} ({where}) ({reasons})"
+
+
+DATA_FILE_KEYS = ("root", "path", "annotations", "candidates", "references", "images")
 
 
 def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str | None, run_dir: Path) -> None:
