@@ -107,7 +107,7 @@ def search(args: argparse.Namespace) -> int:
                      progress=not args.no_progress)
     files = ImageFiles(paths)
     meter = Throughput(device)
-    feats = image_features(model, files, ["search", files.key()], ctx, meter, desc="embedding folder")
+    feats = image_features(model, files, ["search"], ctx, meter, desc="embedding folder")
     readable = int((~torch.isnan(feats).any(dim=1)).sum())
     source = "embedded" if meter.forward_seconds > 0 else "loaded from the cache:"
     print(f"{source} {readable} image(s) from {folder}" + (f" ({len(paths) - readable} unreadable, skipped)" if readable < len(paths) else ""))

@@ -12,7 +12,8 @@ Layout under --out:
                                                 one shares both, at the other size: "big"/"small" tells them apart)
   regions/{regions.json}                        COCO-style region classification
   modelnet40_ply_hdf5_2048/                     3-D primitives (train for view-weight search, test)
-  flickr8k/{ExpertAnnotations.txt,Flickr8k.token.txt}   rated candidate captions (Flickr8k-Expert layout)
+  flickr8k/{ExpertAnnotations.txt,CrowdFlowerAnnotations.txt,Flickr8k.token.txt}
+                                                rated candidate captions (Flickr8k-Expert and -CF layouts)
   flickr30k/dataset_flickr30k.json              a retrieval gallery (Karpathy layout, test split)
   images/                                       every image file the above refer to
 """
@@ -34,7 +35,7 @@ from clipbench.data.refer import write_refer
 from clipbench.data.regions import write_coco_regions
 from clipbench.errors import ClipbenchError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 BASE_SIZES = {
     "cifar_train": 300, "cifar_test": 600, "rec_val": 200, "rec_hard": 120, "regions": 150,
     "points_train": 240, "points_test": 300, "judged_images": 120, "gallery": 120,
@@ -102,15 +103,21 @@ def write_points(out: Path, seed: int, sizes: dict) -> None:
 
 def write_judgments(out: Path, seed: int, sizes: dict) -> None:
     judged = tw.caption_judgments(sizes["judged_images"], seed)
-    captions, expert = {}, []
+    captions, expert, judged_pairs, kinds = {}, [], [], []
     for i, item in enumerate(judged):
         image = _save(item.image, out / "images" / f"{3000000000 + i}_toy{i:04d}.jpg")
         captions[image] = list(item.references)
+        judged_pairs.append((image, f"{image}#0"))  # CrowdFlower also judged an image's own captions
+        kinds.append("reference")
         for j, cand in enumerate(item.candidates):
             source = f"candidate_{i:04d}_{j}.jpg"  # candidates come from no rated image, as in the release's pools
             captions[source] = [cand.text]
             expert.append((image, f"{source}#0", cand.ratings))
-    write_flickr8k(out / "flickr8k", captions, expert=expert)
+            judged_pairs.append((image, f"{source}#0"))
+            kinds.append(cand.kind)
+    votes = tw.crowdflower_votes(kinds, seed)
+    crowdflower = [(image, caption_id, n_yes, n_no) for (image, caption_id), (n_yes, n_no) in zip(judged_pairs, votes)]
+    write_flickr8k(out / "flickr8k", captions, expert=expert, crowdflower=crowdflower)
 
 
 def write_gallery(out: Path, seed: int, sizes: dict) -> None:

@@ -78,15 +78,20 @@ def test_caption_files_scores_match_direct_computation(world, tmp_path):
     assert res["truncated_captions"][0] == 1  # counted against the model's own context length
 
 
-def test_empty_caption_is_a_clear_error(world, tmp_path):
-    from clipbench.data import DATASETS
-    from clipbench.errors import DataError
-
-    root, _, _, _ = world
-    cand_path, _ = write_caption_files(tmp_path / "json", {FLICKR_NAMES[0]: "a cat", FLICKR_NAMES[1]: ""})
-    spec = DATASETS.get("captions")
-    with pytest.raises(DataError, match=f"image '{FLICKR_NAMES[1]}': caption must be a non-empty string"):
-        spec.build(spec.config(candidates=str(cand_path), images=str(root / "images")))
+def test_empty_caption_is_skipped_and_counted(world, tmp_path):
+    root, ckpt, images, ref = world
+    ids = FLICKR_NAMES[:3]
+    candidates = {ids[0]: CAPTIONS[0], ids[1]: "  ", ids[2]: CAPTIONS[2]}
+    references = {ids[0]: [CAPTIONS[3], ""], ids[1]: [CAPTIONS[4]], ids[2]: [CAPTIONS[5]]}
+    cand_path, ref_path = write_caption_files(tmp_path / "json", candidates, references)
+    proc = run_cli(*_args(tmp_path, ckpt, "dataset=captions", f"dataset.candidates={cand_path}",
+                          f"dataset.images={root / 'images'}", f"dataset.references={ref_path}"), check=True)
+    assert "empty caption: 1" in proc.stdout and "empty reference (dropped, not a caption): 1" in proc.stdout
+    res = _results(tmp_path)
+    assert res["skipped"][0] == 1
+    expected = [_expected(ref, images[i], candidates[i], [r for r in references[i] if r]) for i in (ids[0], ids[2])]
+    assert res["clip_s_w2.5"] == (pytest.approx(np.mean([e[0] for e in expected]), abs=1e-5), 2)
+    assert res["refclip_s_w2.5"][0] == pytest.approx(np.mean([e[1] for e in expected]), abs=1e-5)
 
 
 def _flickr8k(tmp_path):

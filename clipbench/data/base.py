@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,58 @@ def require_release(root: str | Path | None, subdir: str, needed: list[str], how
     return folder
 
 
-IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+class ImageRoot:
+    """Resolves annotation file names under ``dataset.images``. A name that is absolute or climbs out
+    of it with ``..`` is refused (None: its sample is skipped and counted as unreadable) unless
+    ``allow_outside``; the names are compared as written, so symlinked folders inside the root work."""
+
+    def __init__(self, folder: str | Path, allow_outside: bool = False):
+        self.folder = Path(str(folder)).expanduser()
+        self.allow_outside = allow_outside
+        self.refused: dict[str, None] = {}  # distinct refused names, in order
+
+    def path(self, name: str | Path) -> Path | None:
+        joined = self.folder / name
+        if self.allow_outside:
+            return joined
+        root = os.path.abspath(self.folder)
+        if os.path.commonpath([root, os.path.abspath(joined)]) != root:
+            self.refused[str(name)] = None
+            return None
+        return joined
+
+    def report(self) -> None:
+        """One line when names were refused."""
+        if self.refused:
+            print(f"refused {len(self.refused)} image file name(s) that leave dataset.images={self.folder} "
+                  f"(first: {next(iter(self.refused))!r}); their samples are skipped. Set dataset.allow_outside_images=true "
+                  "for a layout that needs them")
 
 
-def open_rgb(path: str | Path) -> Image.Image | None:
-    """The image as RGB, or None when it is missing or unreadable (callers count it as skipped)."""
+def file_identity(paths) -> list:
+    """What cached embeddings of these files depend on: each file's resolved path, size and mtime."""
+    out = []
+    for p in paths:
+        if p is None:  # a refused file name
+            out.append(None)
+            continue
+        p = Path(p)
+        try:
+            st = p.stat()
+            out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(p), None, None])
+    return out
+
+
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def open_rgb(path: str | Path | None) -> Image.Image | None:
+    """The image as RGB, or None when it is missing, not a regular file (a FIFO would block forever),
+    over PIL's decompression-bomb limit or otherwise unreadable (callers count it as skipped)."""
+    if path is None or not Path(path).is_file():
+        return None
     try:
         with Image.open(path) as im:
             im.load()

@@ -31,6 +31,8 @@ from PIL import Image
 
 from clipbench.data.base import (
     IMAGE_ERRORS,
+    ImageRoot,
+    file_identity,
     load_hf_split,
     open_rgb,
     register_dataset,
@@ -92,9 +94,17 @@ class CaptionSet:
         return bool(rows) and all(r.references for r in rows)
 
 
-def check_caption(text: Any, where: str) -> str:
-    """A caption must be a non-empty string; the error names where it came from."""
-    if not isinstance(text, str) or not text.strip():
+def is_caption(text: Any) -> bool:
+    """A usable caption: a string with some non-space text."""
+    return isinstance(text, str) and bool(text.strip())
+
+
+def check_caption(text: Any, where: str, allow_empty: bool = False) -> str:
+    """A caption must be a (non-empty, unless ``allow_empty``) string; the error names where it came from.
+    Loaders whose task skips and counts empty captions allow them."""
+    if allow_empty and isinstance(text, str):
+        return text
+    if not is_caption(text):
         raise DataError(f"{where}: caption must be a non-empty string, got {text!r}")
     return text
 
@@ -147,7 +157,7 @@ def read_candidates_json(path: str | Path) -> dict[str, str]:
     data = _read_json(Path(path))
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object {{image_id: caption}}")
-    return {str(k): check_caption(v, f"{path}: image {k!r}") for k, v in data.items()}
+    return {str(k): check_caption(v, f"{path}: image {k!r}", allow_empty=True) for k, v in data.items()}
 
 
 def read_references_json(path: str | Path) -> dict[str, list[str]]:
@@ -159,7 +169,7 @@ def read_references_json(path: str | Path) -> dict[str, list[str]]:
         refs = [refs] if isinstance(refs, str) else refs
         if not isinstance(refs, list) or not refs:
             raise DataError(f"{path}: image {k!r}: references must be a non-empty list of strings")
-        out[str(k)] = [check_caption(r, f"{path}: image {k!r} reference") for r in refs]
+        out[str(k)] = [check_caption(r, f"{path}: image {k!r} reference", allow_empty=True) for r in refs]
     return out
 
 
@@ -195,6 +205,7 @@ class CaptionFilesConfig:
     candidates: str | None = None  # {image_id: caption}
     images: str | None = None  # folder; image id = file stem
     references: str | None = None  # optional {image_id: [references]}
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         require_file(self.candidates, "dataset.candidates", CAPTIONS_HOW)
@@ -211,7 +222,9 @@ def build_captions(cfg: CaptionFilesConfig) -> CaptionSet:
     if missing_refs:
         raise DataError(f"{cfg.references}: no references for image {missing_refs[0]!r} ({len(missing_refs)} missing)")
     files = image_index(Path(cfg.images))
-    images = {k: files.get(k, Path(cfg.images) / k) for k in candidates}  # a missing file is skipped later
+    images_root = ImageRoot(cfg.images, cfg.allow_outside_images)
+    images = {k: files.get(k) or images_root.path(k) for k in candidates}  # a missing file is skipped later
+    images_root.report()
     items = [JudgedCaption(k, c, list(references.get(k, []))) for k, c in candidates.items()]
     return CaptionSet("captions", images, "score", items)
 
@@ -235,7 +248,7 @@ def read_caption_tokens(path: str | Path) -> dict[str, dict[int, str]]:
         image, sep, k = fields[0].rpartition("#")
         if not sep or not k.isdigit() or not image:
             raise DataError(f"{path}:{lineno}: caption id {fields[0]!r} is not <image>#<k>")
-        out[image][int(k)] = check_caption(fields[1], f"{path}:{lineno}: {fields[0]}")
+        out[image][int(k)] = check_caption(fields[1], f"{path}:{lineno}: {fields[0]}", allow_empty=True)
     return dict(out)
 
 
@@ -274,6 +287,8 @@ def read_flickr8k_judgments(path: str | Path, tokens: dict[str, dict[int, str]],
             if own:
                 refs = [c for k, c in sorted(tokens[image].items()) if f"{image}#{k}" != caption_id]
         items.append(JudgedCaption(Path(image).stem, candidate, refs, ratings, caption_id))
+    if not items:
+        raise DataError(f"{path}: no judgments to evaluate (the file is empty or judges only references)")
     return items
 
 
@@ -319,7 +334,7 @@ def _build_flickr8k(cfg: Flickr8kConfig, kind: str) -> CaptionSet:
     tokens = read_caption_tokens(root / FLICKR8K_TOKENS)
     annotations = root / (FLICKR8K_EXPERT if kind == "expert" else FLICKR8K_CF)
     items = read_flickr8k_judgments(annotations, tokens, kind)
-    images = {it.image_id: Path(cfg.images) / f"{it.image_id}.jpg" for it in items}
+    images = {it.image_id: Path(cfg.images) / f"{it.image_id}.jpg" for it in items}  # ids are file stems
     variant, rating = ("c", "expert rating") if kind == "expert" else ("b", "yes fraction")
     return CaptionSet(cfg.name, images, "kendall", items, tau_variant=variant, rating_name=rating)
 
@@ -647,19 +662,24 @@ def build_pascal50s(cfg: Pascal50sConfig) -> CaptionSet:
 class RetrievalSet:
     """Gallery images with their captions; ``text_to_image[t]`` is the image caption t describes."""
 
-    def __init__(self, name: str, images: Sequence, captions: Sequence[Sequence[str]], key: Any):
+    def __init__(self, name: str, images: Sequence, captions: Sequence[Sequence[str]], key: Any, empty_captions: int = 0):
         self.name = name
         self._images = list(images)
         self.captions = [c for caps in captions for c in caps]
         self.text_to_image = [i for i, caps in enumerate(captions) for _ in caps]
-        self.key = key  # identifies the gallery for the embedding cache
+        self.key = key  # identifies the annotations for the embedding cache
+        self.empty_captions = empty_captions  # dropped while reading
+
+    def identity(self) -> list:
+        """What the gallery embeddings depend on: the annotations and each image file (path, size, mtime)."""
+        return [self.key, file_identity(p for p in self._images if p is None or isinstance(p, (str, Path)))]
 
     def __len__(self) -> int:
         return len(self._images)
 
     def image(self, index: int) -> Image.Image | None:
         item = self._images[index]
-        if isinstance(item, (str, Path)):
+        if item is None or isinstance(item, (str, Path)):
             return open_rgb(item)
         try:
             return item().convert("RGB")
@@ -675,30 +695,34 @@ class RetrievalSet:
         for text, owner in zip(self.captions, self.text_to_image):
             if owner < n:
                 caps[owner].append(text)
-        return RetrievalSet(self.name, self._images[:n], caps, [self.key, n])
+        return RetrievalSet(self.name, self._images[:n], caps, [self.key, n], self.empty_captions)
 
 
-def read_karpathy(path: str | Path, split: str, images: str | Path) -> RetrievalSet:
+def read_karpathy(path: str | Path, split: str, images: str | Path, allow_outside_images: bool = False) -> RetrievalSet:
     """Karpathy's ``dataset_{flickr30k,coco}.json``: images[].{filename, filepath?, split, sentences[].raw}."""
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: expected a Karpathy split file with an 'images' list")
-    files, captions = [], []
+    files, captions, empty = [], [], 0
+    images_root = ImageRoot(images, allow_outside_images)
     for i, img in enumerate(data["images"]):
         try:
             if img["split"] != split and not (split == "train" and img["split"] == "restval"):
                 continue
             rel = Path(img.get("filepath", "")) / img["filename"]
-            caps = [check_caption(s["raw"], f"{path}: image {img['filename']} sentence") for s in img["sentences"]]
+            raw = [s["raw"] for s in img["sentences"]]
         except (KeyError, TypeError) as exc:
             raise DataError(f"{path}: images[{i}] lacks {exc}") from None
-        files.append(Path(images) / rel)
+        caps = [c for c in raw if is_caption(c)]
+        empty += len(raw) - len(caps)
+        files.append(images_root.path(rel))
         captions.append(caps)
     if not files:
         raise DataError(f"{path}: no images in split {split!r}")
+    images_root.report()
     stat = path.stat()
-    return RetrievalSet(path.stem, files, captions, [str(path.resolve()), stat.st_size, stat.st_mtime_ns, split])
+    return RetrievalSet(path.stem, files, captions, [str(path.resolve()), stat.st_size, stat.st_mtime_ns, split], empty)
 
 
 def write_karpathy(
@@ -736,6 +760,7 @@ class KarpathyConfig:
     images: str | None = None  # flickr30k-images/ or the COCO root holding train2014/ val2014/
     split: str = "test"
     annotation: str = "dataset_flickr30k.json"
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         root = require_dir(self.root, "dataset.root", KARPATHY_HOW)
@@ -753,12 +778,12 @@ class CocoKarpathyConfig(KarpathyConfig):
 
 @register_dataset("flickr30k", KarpathyConfig, tasks={"retrieval"})
 def build_flickr30k(cfg: KarpathyConfig) -> RetrievalSet:
-    return read_karpathy(Path(cfg.root) / cfg.annotation, cfg.split, cfg.images)
+    return read_karpathy(Path(cfg.root) / cfg.annotation, cfg.split, cfg.images, cfg.allow_outside_images)
 
 
 @register_dataset("coco_captions", CocoKarpathyConfig, tasks={"retrieval"})
 def build_coco_captions(cfg: CocoKarpathyConfig) -> RetrievalSet:
-    return read_karpathy(Path(cfg.root) / cfg.annotation, cfg.split, cfg.images)
+    return read_karpathy(Path(cfg.root) / cfg.annotation, cfg.split, cfg.images, cfg.allow_outside_images)
 
 
 @dataclass
@@ -780,16 +805,18 @@ def read_hf_captions(cfg: HFCaptionsConfig) -> RetrievalSet:
     for col, key in ((cfg.image_column, "dataset.image_column"), (cfg.caption_column, "dataset.caption_column")):
         if col not in ds.column_names:
             raise ConfigError(key, f"{col!r} is not a column; columns are {ds.column_names}")
-    captions = []
+    captions, empty = [], 0
     for i, caps in enumerate(ds[cfg.caption_column]):
         caps = [caps] if isinstance(caps, str) else caps
-        if not isinstance(caps, list) or not caps:
+        if not isinstance(caps, list):
             raise DataError(f"{cfg.path}: row {i}: {cfg.caption_column!r} must be a caption or a list of captions")
-        captions.append([check_caption(c, f"{cfg.path}: row {i}") for c in caps])
+        kept = [c for c in caps if is_caption(c)]
+        empty += len(caps) - len(kept)
+        captions.append(kept)
     column = ds.select_columns([cfg.image_column])
     images = [_HFImage(column, i, cfg.image_column) for i in range(len(ds))]
     key = [cfg.path, cfg.split, getattr(ds, "_fingerprint", None) or hashlib.sha256(str(captions).encode()).hexdigest()]
-    return RetrievalSet(Path(str(cfg.path)).name, images, captions, key)
+    return RetrievalSet(Path(str(cfg.path)).name, images, captions, key, empty)
 
 
 class _HFImage:

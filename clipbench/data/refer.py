@@ -17,9 +17,9 @@ from typing import Any
 
 from PIL import Image
 
-from clipbench.data.base import load_hf_split, open_rgb, register_dataset, require_dir, require_file
+from clipbench.data.base import ImageRoot, load_hf_split, open_rgb, register_dataset, require_dir, require_file
 from clipbench.errors import ConfigError, DataError
-from clipbench.metrics.boxes import Box, xywh_to_xyxy
+from clipbench.metrics.boxes import Box, is_malformed, parse_xywh, xywh_to_xyxy
 
 # ---------------------------------------------------------------- the common structure
 
@@ -146,6 +146,7 @@ class ReferConfig:
     split_by: str | None = None  # default: unc for refcoco/refcoco+, umd for refcocog
     detections: str | None = None  # dets_dict JSON of detector proposals; null = gold boxes
     sentence_field: str = "raw"  # raw | sent
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         split_by = self.split_by or SPLIT_BY[self.name]
@@ -209,6 +210,14 @@ def _instances(path: Path) -> tuple[dict, dict]:
     return anns, images
 
 
+def report_malformed(path: Path, boxes: dict) -> None:
+    """One line naming the file and the first annotation whose bbox is not four numbers."""
+    bad = [ann_id for ann_id, box in boxes.items() if is_malformed(box)]
+    if bad:
+        print(f"{path}: {len(bad)} annotation(s) with a malformed bbox (first: id {bad[0]}); "
+              "their boxes are skipped and counted")
+
+
 _ANN_SUFFIX = re.compile(r"_\d+(\.\w+)$")
 
 
@@ -223,8 +232,9 @@ def load_refer(cfg: ReferConfig) -> RecDataset:
     instances_path = folder / "instances.json"
     refs = read_refs(refs_path)
     anns_by_image, image_records = _instances(instances_path)
-    ann_box = {a["id"]: xywh_to_xyxy(a["bbox"]) for anns in anns_by_image.values() for a in anns}
-    images_dir = Path(str(cfg.images)).expanduser()
+    ann_box = {a["id"]: parse_xywh(a.get("bbox")) for anns in anns_by_image.values() for a in anns}
+    report_malformed(instances_path, ann_box)
+    images_root = ImageRoot(cfg.images, cfg.allow_outside_images)
     selected, paths = [], {}
     try:
         for r in refs:
@@ -234,13 +244,16 @@ def load_refer(cfg: ReferConfig) -> RecDataset:
                 raise DataError(f"{refs_path}: ref {r['ref_id']} names annotation {r['ann_id']}, which {instances_path} lacks")
             record = image_records.get(r["image_id"])
             name = record["file_name"] if record else coco_file_name(r["file_name"])
-            paths[r["image_id"]] = images_dir / name
+            paths[r["image_id"]] = images_root.path(name)
             sentences = [(int(s["sent_id"]), str(s[cfg.sentence_field])) for s in r["sentences"]]
             selected.append(_Ref(int(r["ref_id"]), r["image_id"], int(r["ann_id"]), ann_box[r["ann_id"]], sentences))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{refs_path}: malformed ref ({type(exc).__name__}: {exc})") from None
+    if not selected:
+        raise DataError(f"{refs_path}: split {cfg.split!r} has no refs")
+    images_root.report()
     proposals = {
-        image_id: [Proposal(xywh_to_xyxy(a["bbox"]), int(a["id"])) for a in anns_by_image.get(image_id, [])]
+        image_id: [Proposal(ann_box[a["id"]], int(a["id"])) for a in anns_by_image.get(image_id, [])]
         for image_id in paths
     }
     proposals, gold = _with_detections(proposals, cfg.detections)
@@ -282,6 +295,7 @@ class HFReferConfig:
     detections: str | None = None
     root: str | None = None  # cache_dir for hub downloads
     sentence_field: str = "raw"
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         if not self.path:
@@ -304,14 +318,18 @@ def _loads_maybe(value: Any) -> Any:
     return value
 
 
-def _resolve_image(images_dir: Path, *names: str | None) -> Path:
-    candidates = [images_dir / n for n in names if n] + [images_dir / Path(n).name for n in names if n]
-    return next((p for p in candidates if p.is_file()), candidates[0] if candidates else images_dir)
+def _resolve_image(images_root: ImageRoot, *names: str | None) -> Path | None:
+    """The first of ``names`` (as given, then by file name alone) that exists under the image root."""
+    given = [n for n in names if n]
+    if any(images_root.path(n) is None for n in given):
+        return None
+    candidates = [images_root.folder / n for n in given] + [images_root.folder / Path(n).name for n in given]
+    return next((p for p in candidates if p.is_file()), candidates[0] if candidates else images_root.folder)
 
 
 def load_refer_hf(cfg: HFReferConfig) -> RecDataset:
     ds = load_hf_split(cfg.path, cfg.split, cfg.root, aliases=HF_SPLITS)
-    images_dir = Path(str(cfg.images)).expanduser()
+    images_root = ImageRoot(cfg.images, cfg.allow_outside_images)
     refs, paths, proposals = [], {}, {}
     try:
         for row in ds:
@@ -321,7 +339,7 @@ def load_refer_hf(cfg: HFReferConfig) -> RecDataset:
             refs.append(_Ref(int(row["ref_id"]), image_id, int(row["ann_id"]), gold,
                              [(int(s["sent_id"]), str(s[cfg.sentence_field])) for s in sentences]))
             fallback = coco_file_name(row["file_name"]) if row.get("file_name") else None
-            paths[image_id] = _resolve_image(images_dir, row.get("image_path"), fallback)
+            paths[image_id] = _resolve_image(images_root, row.get("image_path"), fallback)
             found = proposals.setdefault(image_id, {})
             found[int(row["ann_id"])] = gold
             raw = _loads_maybe(row.get("raw_anns"))
@@ -330,9 +348,10 @@ def load_refer_hf(cfg: HFReferConfig) -> RecDataset:
                     found.setdefault(int(ann["id"]), xywh_to_xyxy(ann["bbox"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"dataset.path={cfg.path}: rows are not jxu124/refcoco-style ({type(exc).__name__}: {exc})") from None
+    images_root.report()
     if cfg.instances:
         anns_by_image, _ = _instances(Path(cfg.instances))
-        gold_props = {i: [Proposal(xywh_to_xyxy(a["bbox"]), int(a["id"])) for a in anns_by_image.get(i, [])] for i in paths}
+        gold_props = {i: [Proposal(parse_xywh(a.get("bbox")), int(a["id"])) for a in anns_by_image.get(i, [])] for i in paths}
     else:  # the rows name only referred objects: each image's proposals are the referred objects of the split
         gold_props = {i: [Proposal(box, aid) for aid, box in sorted(found.items())] for i, found in proposals.items()}
     gold_props, gold = _with_detections(gold_props, cfg.detections)
@@ -364,6 +383,7 @@ class ReclipJsonlConfig:
     split: str = "val"
     images: str | None = None
     detections: str | None = None
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         require_file(self.jsonl_path(), "dataset.path", "give ReCLIP's jsonl (e.g. refcoco_val.jsonl from github.com/allenai/reclip)")
@@ -377,7 +397,7 @@ class ReclipJsonlConfig:
 
 def load_reclip_jsonl(cfg: ReclipJsonlConfig) -> RecDataset:
     path = Path(str(cfg.jsonl_path())).expanduser()
-    images_dir = Path(str(cfg.images)).expanduser()
+    images_root = ImageRoot(cfg.images, cfg.allow_outside_images)
     refs, paths, proposals = [], {}, {}
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f):
@@ -392,10 +412,11 @@ def load_reclip_jsonl(cfg: ReclipJsonlConfig) -> RecDataset:
                 refs.append(_Ref(int(row.get("ref_id", line_no)), image_id, ann_id, anns[ann_id], sentences))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}, line {line_no + 1}: not a ReCLIP jsonl row ({type(exc).__name__}: {exc})") from None
-            paths[image_id] = _resolve_image(images_dir, row["file_name"])
+            paths[image_id] = _resolve_image(images_root, row["file_name"])
             found = proposals.setdefault(image_id, {})
             for aid, box in anns.items():
                 found.setdefault(aid, box)
+    images_root.report()
     gold_props = {i: [Proposal(box, aid) for aid, box in found.items()] for i, found in proposals.items()}
     gold_props, gold = _with_detections(gold_props, cfg.detections)
     return assemble(refs, gold_props, paths, cfg.split, gold)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from clipbench.data.base import open_rgb, register_dataset, require_dir, require_file
+from clipbench.data.base import ImageRoot, open_rgb, register_dataset, require_dir, require_file
 from clipbench.errors import ConfigError, DataError
-from clipbench.metrics.boxes import Box, xywh_to_xyxy
+from clipbench.metrics.boxes import Box, parse_xywh, xywh_to_xyxy
 
 
 @dataclass
@@ -63,15 +63,17 @@ class CocoRegionsConfig:
     annotations: str | None = None  # COCO-style JSON: images, annotations (bbox [x,y,w,h]), categories
     images: str | None = None
     split: str = "val"  # a label for the results only
+    allow_outside_images: bool = False  # accept absolute or ../ file names that leave dataset.images
 
     def validate(self) -> None:
         require_file(self.annotations, "dataset.annotations", "give a COCO-style JSON with images, annotations and categories")
         require_dir(self.images, "dataset.images", "point it at the folder the JSON's file_name entries are relative to")
 
 
-def load_coco_regions(annotations: str | Path, images: str | Path) -> RegionDataset:
+def load_coco_regions(annotations: str | Path, images: str | Path, allow_outside_images: bool = False) -> RegionDataset:
     """One sample per (image, category): the region is all of that category's boxes in the image."""
     path = Path(annotations)
+    images_root = ImageRoot(images, allow_outside_images)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -81,13 +83,14 @@ def load_coco_regions(annotations: str | Path, images: str | Path) -> RegionData
         for ann in data["annotations"]:
             if ann.get("iscrowd", 0):
                 continue
-            grouped.setdefault((ann["image_id"], ann["category_id"]), []).append(xywh_to_xyxy(ann["bbox"]))
+            grouped.setdefault((ann["image_id"], ann["category_id"]), []).append(parse_xywh(ann.get("bbox")))
         samples = [
-            RegionSample(Path(images) / files[image_id], boxes, index_of[cat], f"{image_id}:{cat}")
+            RegionSample(images_root.path(files[image_id]), boxes, index_of[cat], f"{image_id}:{cat}")
             for (image_id, cat), boxes in grouped.items()
         ]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: not a COCO-style annotation file ({type(exc).__name__}: {exc})") from None
+    images_root.report()
     return RegionDataset(samples, [str(c["name"]).replace("_", " ") for c in categories])
 
 
@@ -100,7 +103,7 @@ def write_coco_regions(path: str | Path, images: Sequence[dict], annotations: Se
 
 @register_dataset("coco_regions", CocoRegionsConfig, tasks={"region_cls"})
 def build_coco_regions(cfg: CocoRegionsConfig) -> RegionDataset:
-    return load_coco_regions(cfg.annotations, cfg.images)
+    return load_coco_regions(cfg.annotations, cfg.images, cfg.allow_outside_images)
 
 
 # ---------------------------------------------------------------- CUB-200-2011

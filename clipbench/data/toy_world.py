@@ -582,6 +582,20 @@ def caption_judgments(
     return out
 
 
+CROWDFLOWER_YES = {"reference": 0.95, "right": 0.9, "partly_wrong": 0.35, "unrelated": 0.03}
+
+
+def crowdflower_votes(kinds: list[str], seed: int, workers: int = 3) -> list[tuple[int, int]]:
+    """(n_yes, n_no) per caption from ``workers`` yes/no judges (Flickr8k-CF: "does the caption describe
+    the image?"), each saying yes with a probability set by the caption's kind."""
+    rng = np.random.default_rng([seed, 6])
+    out = []
+    for kind in kinds:
+        n_yes = int(rng.binomial(workers, CROWDFLOWER_YES[kind]))
+        out.append((n_yes, workers - n_yes))
+    return out
+
+
 # ---------------------------------------------------------------- point clouds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 Box = tuple[float, float, float, float]
@@ -10,6 +11,23 @@ Box = tuple[float, float, float, float]
 def xywh_to_xyxy(box: Sequence[float]) -> Box:
     x, y, w, h = (float(v) for v in box)
     return (x, y, x + w, y + h)
+
+
+MALFORMED_BOX: Box = (float("nan"),) * 4
+
+
+def parse_xywh(value) -> Box:
+    """An annotation's ``[x, y, w, h]`` as x0, y0, x1, y1; ``MALFORMED_BOX`` (NaN, dropped when clipped)
+    when it is not four finite numbers."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return MALFORMED_BOX
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return MALFORMED_BOX
+    return xywh_to_xyxy(value)
+
+
+def is_malformed(box: Sequence[float]) -> bool:
+    return any(v != v for v in box)
 
 
 def clip_box(box: Sequence[float], width: float, height: float) -> Box | None:

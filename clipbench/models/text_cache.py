@@ -20,8 +20,28 @@ def _key(fingerprint: str, payload) -> str:
     return hashlib.sha256(json.dumps([fingerprint, payload], sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cached(model, kind: str, payload, compute, cache_dir: str | None, subdir: str = "text") -> torch.Tensor:
-    """``compute()`` once per (model, payload); later calls load it from memory or ``cache_dir/subdir``."""
+def has_shape(value, shape: Sequence[int | None] | None) -> bool:
+    """A floating tensor whose dims match ``shape`` (None matches any size); any tensor when shape is None."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return False
+    if shape is None:
+        return True
+    return value.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, value.shape))
+
+
+def embed_dim(model) -> int | None:
+    """The model's embedding width where its vision tower states it."""
+    dim = getattr(getattr(getattr(model, "model", None), "visual", None), "output_dim", None)
+    return dim if isinstance(dim, int) else None
+
+
+def cached(
+    model, kind: str, payload, compute, cache_dir: str | None, subdir: str = "text",
+    shape: Sequence[int | None] | None = None,
+) -> torch.Tensor:
+    """``compute()`` once per (model, payload); later calls load it from memory or ``cache_dir/subdir``.
+
+    A cache file that cannot be read, or holds a tensor of another ``shape``, is recomputed."""
     key = f"{kind}-{_key(model.fingerprint + '|' + model.precision, payload)}"
     if key in _MEMORY:
         return _MEMORY[key].to(model.device)
@@ -29,10 +49,12 @@ def cached(model, kind: str, payload, compute, cache_dir: str | None, subdir: st
     if path is not None and path.is_file():
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated cache file is recomputed
+            value = None
+        if has_shape(value, shape):
             _MEMORY[key] = value
             return value.to(model.device)
-        except Exception:  # a truncated cache file is recomputed
-            log.warning("ignoring unreadable cache file %s", path)
+        log.warning("ignoring unreadable or wrong-shape cache file %s; recomputing", path)
     value = compute().cpu()
     _MEMORY[key] = value
     if path is not None:
@@ -51,9 +73,9 @@ def zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[s
         feats = model.encode_text(texts).view(len(classnames), len(templates), -1)
         return F.normalize(feats.mean(dim=1), dim=-1).T.contiguous()
 
-    return cached(model, "classifier", [list(classnames), list(templates)], compute, cache_dir)
+    return cached(model, "classifier", [list(classnames), list(templates)], compute, cache_dir, shape=(embed_dim(model), len(classnames)))
 
 
 def text_features(model, texts: Sequence[str], cache_dir: str | None = None) -> torch.Tensor:
     """(N, D) normalised embeddings of ``texts``."""
-    return cached(model, "texts", list(texts), lambda: model.encode_text(list(texts)), cache_dir)
+    return cached(model, "texts", list(texts), lambda: model.encode_text(list(texts)), cache_dir, shape=(len(texts), embed_dim(model)))

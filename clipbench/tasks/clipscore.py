@@ -13,12 +13,12 @@ Result rows: ``clip_s_w2.5``, ``refclip_s_w2.5`` (corpus means); per scorer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from clipbench.data.captions import PASCAL_CATEGORIES, CaptionSet
+from clipbench.data.captions import PASCAL_CATEGORIES, CaptionSet, is_caption
 from clipbench.errors import ConfigError
 from clipbench.metrics.clipscore import (
     CLIP_S_WEIGHT,
@@ -72,7 +72,7 @@ def _encode(model, dataset: CaptionSet, candidates: list[str], image_ids: list[s
             cfg: ClipScoreConfig, ctx: RunContext, meter: Throughput) -> Encoded:
     distinct_images = list(dict.fromkeys(image_ids))
     files = ImageFiles([dataset.images[i] for i in distinct_images])
-    img = image_features(model, files, ["clipscore", files.key()], ctx, meter, desc="images")
+    img = image_features(model, files, ["clipscore"], ctx, meter, desc="images")
     row_of_image = {k: i for i, k in enumerate(distinct_images)}
     texts = list(dict.fromkeys(cfg.prefix + t for t in [*candidates, *(r for refs in references for r in refs)]))
     txt = texts_features(model, texts, ctx, meter, desc="texts")
@@ -119,7 +119,10 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
         raise ConfigError("method", f"task=clipscore scores whole images; use method=clip, not {method.cfg.name}")
     if dataset.protocol == "pairwise":
         return _evaluate_pairs(model, dataset, cfg, ctx)
-    items = dataset.items[: ctx.limit] if ctx.limit is not None else dataset.items
+    listed = dataset.items[: ctx.limit] if ctx.limit is not None else dataset.items
+    items = [replace(it, references=[r for r in it.references if is_caption(r)]) for it in listed if is_caption(it.candidate)]
+    empty_candidates = len(listed) - len(items)
+    empty_references = sum(len(it.references) for it in listed if is_caption(it.candidate)) - sum(len(it.references) for it in items)
     meter = Throughput(ctx.device)
     candidates = [it.candidate for it in items]
     enc = _encode(model, dataset, candidates, [it.image_id for it in items], [it.references for it in items], cfg, ctx, meter)
@@ -147,9 +150,11 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
                 metrics[f"kendall_tau_{variant}"] = tau
         metric_n.update({m: n_judgments for m in metrics if "kendall" in m})
     metrics["truncated_captions"] = float(enc.truncated)
-    skipped = len(items) - len(kept)
-    if skipped:
-        print(f"skipped {enc.images_skipped} missing or unreadable image(s) and their {skipped} caption(s); "
+    skip_reasons = {"missing or unreadable image": len(items) - len(kept), "empty caption": empty_candidates}
+    skipped = sum(skip_reasons.values())
+    skip_reasons["empty reference (dropped, not a caption)"] = empty_references
+    if len(items) > len(kept):
+        print(f"skipped {enc.images_skipped} missing or unreadable image(s) and their {len(items) - len(kept)} caption(s); "
               f"scores use the remaining {len(kept)}")
     predictions = None
     if dataset.protocol == "score" or ctx.save_predictions:
@@ -170,7 +175,7 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
         metric_n=metric_n | {"truncated_captions": enc.texts},
         throughput=meter,
         skipped=skipped,
-        skip_reasons={"missing or unreadable image": skipped} if skipped else {},
+        skip_reasons={k: v for k, v in skip_reasons.items() if v},
         predictions=predictions,
         extra={"images_skipped": enc.images_skipped, "scorer": cfg.scorer, "ref_clamp": cfg.ref_clamp},
     )

@@ -199,6 +199,9 @@ def model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 
+NON_FINITE = "non-finite features (extreme coordinates)"
+
+
 @dataclass
 class EncodedSplit:
     """Per-view cosines (N, V, C) of the usable clouds, their labels and indices, and what was skipped."""
@@ -240,9 +243,13 @@ def encode_split(dataset, indices, encoder: ViewEncoder, classifier: torch.Tenso
                 feats = encoder(batch)
         else:
             feats = encoder(batch)
-        cosines.append((feats @ classifier).float().cpu())
-        targets.append(torch.tensor(labels))
-        kept.append(torch.tensor(ids))
+        cos = (feats @ classifier).float().cpu()
+        finite = torch.isfinite(cos).flatten(1).all(dim=1)  # extreme coordinates overflow in the projection
+        if not finite.all():
+            reasons[NON_FINITE] = reasons.get(NON_FINITE, 0) + int((~finite).sum())
+        cosines.append(cos[finite])
+        targets.append(torch.tensor(labels)[finite])
+        kept.append(torch.tensor(ids)[finite])
     if not cosines:
         empty = torch.empty(0, encoder.num_views, classifier.shape[1])
         return EncodedSplit(empty, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), reasons, padded)

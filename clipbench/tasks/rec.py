@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipbench.errors import ConfigError
-from clipbench.metrics.boxes import box_iou, clip_box
+from clipbench.metrics.boxes import box_iou, clip_box, is_malformed
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
@@ -126,6 +126,9 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
 
     def judge(entry, size, valid, sentence, column: torch.Tensor):
         width, height = size
+        if is_malformed(sentence.gold_box):
+            skips["malformed gold box"] += 1
+            return
         gold_box = clip_box(sentence.gold_box, width, height) or sentence.gold_box
         if dataset.gold_proposals:
             target = next((i for i, p in enumerate(entry.proposals) if p.ann_id == sentence.gold_ann_id), None)

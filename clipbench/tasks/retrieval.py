@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from clipbench.data.base import open_rgb
+from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
 from clipbench.metrics.retrieval import retrieval_metrics
@@ -23,8 +23,8 @@ TEXT_CHUNK = 1024
 class ImageFiles:
     """Image files as a source for ``image_batches``: image(i) is None when missing or unreadable."""
 
-    def __init__(self, paths: Sequence[str | Path]):
-        self.paths = [Path(p) for p in paths]
+    def __init__(self, paths: Sequence[str | Path | None]):
+        self.paths = [None if p is None else Path(p) for p in paths]  # None: a refused file name
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -35,23 +35,17 @@ class ImageFiles:
     def label(self, index: int) -> int:
         return index
 
-    def key(self) -> list:
+    def identity(self) -> list:
         """Identity of the files' contents for the embedding cache: path, size and mtime."""
-        out = []
-        for p in self.paths:
-            try:
-                st = p.stat()
-                out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-            except OSError:
-                out.append([str(p), None, None])
-        return out
+        return file_identity(self.paths)
 
 
 def image_features(
     model, source, key, ctx: RunContext, meter: Throughput | None = None, desc: str = "images"
 ) -> torch.Tensor:
-    """(N, D) normalised embeddings of every image of ``source`` (image(i)/label(i)/len); the rows of
-    missing or unreadable images are NaN. Cached in memory and under ``ctx.cache_dir/images``."""
+    """(N, D) normalised embeddings of every image of ``source`` (image(i)/label(i)/len/identity()); the
+    rows of missing or unreadable images are NaN. Cached in memory and under ``ctx.cache_dir/images``,
+    keyed by ``key``, the images' identity (path, size, mtime) and the preprocessing."""
 
     def compute() -> torch.Tensor:
         out = None
@@ -69,7 +63,9 @@ def image_features(
             out[idx] = feats
         return out if out is not None else torch.full((len(source), 1), float("nan"))
 
-    return cached(model, "images", key, compute, ctx.cache_dir, subdir="images").cpu()
+    payload = [key, source.identity(), repr(model.preprocess)]
+    shape = (len(source), None)
+    return cached(model, "images", payload, compute, ctx.cache_dir, subdir="images", shape=shape).cpu()
 
 
 def texts_features(
@@ -103,18 +99,29 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     if ctx.limit is not None:
         dataset = dataset.subset(ctx.limit)
     meter = Throughput(ctx.device)
-    images = image_features(model, dataset, ["retrieval", dataset.key], ctx, meter, desc="gallery")
+    images = image_features(model, dataset, ["retrieval"], ctx, meter, desc="gallery")
     texts = texts_features(model, dataset.captions, ctx, meter, desc="captions")
     meter.items = len(dataset)
     meter.stop()
+    owners = torch.as_tensor(dataset.text_to_image, dtype=torch.long)
     readable = ~torch.isnan(images).any(dim=1)
-    skipped = int((~readable).sum())
-    # an unreadable image leaves the gallery together with its captions
-    new_index = torch.cumsum(readable.long(), 0) - 1
-    owners = torch.as_tensor(dataset.text_to_image)
-    keep_text = readable[owners]
-    metrics = retrieval_metrics(images[readable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
-    n_images, n_texts = int(readable.sum()), int(keep_text.sum())
+    captioned = torch.bincount(owners, minlength=len(dataset)) > 0
+    usable = readable & captioned
+    # an unreadable image leaves the gallery together with its captions; an image without captions
+    # could never be found by text, so it leaves the gallery too
+    new_index = torch.cumsum(usable.long(), 0) - 1
+    keep_text = usable[owners]
+    skip_reasons = {
+        "missing or unreadable image": int((~readable).sum()),
+        "image without captions": int((readable & ~captioned).sum()),
+    }
+    skipped = sum(skip_reasons.values())
+    skip_reasons["empty caption (dropped, not an image)"] = getattr(dataset, "empty_captions", 0)
+    n_images, n_texts = int(usable.sum()), int(keep_text.sum())
+    if n_images:
+        metrics = retrieval_metrics(images[usable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
+    else:
+        metrics = {}
     metric_n = {m: n_texts if m.startswith("image_retrieval") else n_images for m in metrics}
     return TaskResult(
         metrics=metrics,
@@ -122,7 +129,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         metric_n=metric_n,
         throughput=meter,
         skipped=skipped,
-        skip_reasons={"missing or unreadable image": skipped} if skipped else {},
+        skip_reasons={k: v for k, v in skip_reasons.items() if v},
         extra={"gallery_images": n_images, "captions": n_texts},
     )
 
