@@ -22,6 +22,24 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+def with_intervals(rows: Sequence[dict]) -> list[dict]:
+    """Rows whose ``value`` reads ``value [ci_low, ci_high]`` where the interval is known."""
+    out = []
+    for row in rows:
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if _known(low) and _known(high):
+            row = {**row, "value": f"{float(row['value']):.4f} [{float(low):.4f}, {float(high):.4f}]"}
+        out.append(row)
+    return out
+
+
+def _known(v) -> bool:
+    try:
+        return v is not None and v == v and float(v) == float(v)
+    except (TypeError, ValueError):
+        return False
+
+
 def _numeric(text: str) -> bool:
     try:
         float(text)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from clipbench.data.base import open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
-from clipbench.metrics.retrieval import retrieval_metrics
+from clipbench.metrics.retrieval import retrieval_metrics, retrieval_outcomes
 from clipbench.models.text_cache import cached, text_features
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
@@ -113,7 +113,8 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     new_index = torch.cumsum(readable.long(), 0) - 1
     owners = torch.as_tensor(dataset.text_to_image)
     keep_text = readable[owners]
-    metrics = retrieval_metrics(images[readable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
+    ranked = (images[readable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
+    metrics = retrieval_metrics(*ranked)
     n_images, n_texts = int(readable.sum()), int(keep_text.sum())
     metric_n = {m: n_texts if m.startswith("image_retrieval") else n_images for m in metrics}
     return TaskResult(
@@ -123,6 +124,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         throughput=meter,
         skipped=skipped,
         skip_reasons={"missing or unreadable image": skipped} if skipped else {},
+        outcomes=retrieval_outcomes(*ranked),
         extra={"gallery_images": n_images, "captions": n_texts},
     )
 
