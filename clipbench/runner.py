@@ -129,10 +129,11 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
     ci_started = time.perf_counter()
-    intervals = {
-        name: bootstrap_interval(outcome, v.run.ci.resamples, v.run.ci.level, v.run.seed)
-        for name, outcome in result.outcomes.items() if name in metrics
-    }
+    intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
+    for name, outcome in result.outcomes.items():
+        if name in metrics and id(outcome) not in by_outcome:
+            by_outcome[id(outcome)] = bootstrap_interval(outcome, v.run.ci.resamples, v.run.ci.level, v.run.seed)
+        intervals[name] = by_outcome[id(outcome)]
     ci_seconds = time.perf_counter() - ci_started
     rows = [
         {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n,

@@ -85,6 +85,23 @@ def test_points_match_the_metrics_they_stand_for():
         assert low < tau.point() < high
 
 
+def test_kendall_by_pairwise_forms_equals_scipy_on_each_resample(monkeypatch):
+    import clipbench.metrics.uncertainty as uncertainty
+
+    rng = np.random.default_rng(2)
+    x, y = np.round(rng.random(300) * 8), rng.integers(1, 5, 300).astype(float)
+    clusters = rng.permutation(np.arange(300) % 100)  # every cluster has members
+    resampled = rng.integers(0, 100, (20, 100))
+    members = [np.flatnonzero(clusters == c) for c in range(100)]
+    for variant in "bc":
+        outcome = Outcome(x, f"kendall_{variant}", group=y, cluster=clusters)
+        codes, k = uncertainty._clusters(outcome)
+        fast = uncertainty._cluster_statistic(outcome, codes, k)(resampled)
+        expected = [kendalltau(x[s], y[s], variant=variant).statistic
+                    for s in (np.concatenate([members[c] for c in row]) for row in resampled)]
+        assert fast == pytest.approx(expected, abs=1e-12)
+
+
 def test_a_single_sample_has_no_interval():
     assert all(math.isnan(v) for v in bootstrap_interval(Outcome([1.0])))
 

@@ -21,6 +21,7 @@ STATISTICS = ("mean", "mean_of_groups", "kendall_b", "kendall_c")
 OUTCOMES_FILE = "outcomes.npz"
 _FIELDS = ("values", "group", "cluster", "sample_id")
 _MAX_BATCH_ELEMENTS = 4_000_000  # resamples x clusters held in memory at once
+_PAIRWISE_MAX_SAMPLES = 3000  # Kendall tau by pairwise quadratic forms up to this size, else per resample
 
 
 @dataclass
@@ -114,6 +115,8 @@ def _cluster_statistic(outcome: Outcome, codes: np.ndarray, k: int) -> Callable[
         return of_groups
     variant = outcome.statistic[-1]
     ratings = np.asarray(outcome.group, dtype=float)
+    if len(values) <= _PAIRWISE_MAX_SAMPLES:
+        return _pairwise_tau(values, ratings, codes, k, variant)
 
     def tau(idx: np.ndarray) -> np.ndarray:
         idx = np.atleast_2d(idx)
@@ -122,6 +125,47 @@ def _cluster_statistic(outcome: Outcome, codes: np.ndarray, k: int) -> Callable[
             s = samples(row)
             out[b] = kendalltau(values[s], ratings[s], variant=variant).statistic
         return out
+
+    return tau
+
+
+def _pairwise_tau(x: np.ndarray, y: np.ndarray, codes: np.ndarray, k: int, variant: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Kendall tau of resampled clusters as quadratic forms in the clusters' multiplicities w.
+
+    Copies of two samples i != j form w_a * w_b pairs (a, b their clusters), so concordant minus
+    discordant pairs is w'Aw / 2 with A[a, b] = sum of sign(dx) sign(dy) over members of a and b; the
+    pairs untied in x (in y) are w'Tw / 2 likewise. Equal to scipy's tau-b / tau-c on the resample.
+    """
+    order = np.argsort(codes, kind="stable")
+    x, y, codes = x[order], y[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+
+    def by_cluster(pairs: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(pairs, starts, axis=0), starts, axis=1)
+
+    sx, sy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
+    concord, untied_x, untied_y = by_cluster(sx * sy), by_cluster(np.abs(sx)), by_cluster(np.abs(sy))
+    sizes = np.bincount(codes, minlength=k).astype(float)
+
+    def holds(values: np.ndarray) -> np.ndarray:  # (K, distinct values): does the cluster hold the value
+        _, value_codes = np.unique(values, return_inverse=True)
+        table = np.zeros((k, value_codes.max() + 1))
+        table[codes, value_codes] = 1.0
+        return table
+
+    has_x, has_y = holds(x), holds(y)
+
+    def tau(idx: np.ndarray) -> np.ndarray:
+        idx = np.atleast_2d(idx)
+        flat = (np.arange(len(idx))[:, None] * k + idx).ravel()
+        w = np.bincount(flat, minlength=len(idx) * k).reshape(len(idx), k).astype(float)  # multiplicities
+        diff = ((w @ concord) * w).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if variant == "b":
+                return diff / np.sqrt(((w @ untied_x) * w).sum(axis=1) * ((w @ untied_y) * w).sum(axis=1))
+            n = w @ sizes
+            classes = np.minimum((w @ has_x > 0).sum(axis=1), (w @ has_y > 0).sum(axis=1))
+            return diff / (n**2 * (classes - 1) / classes)  # 2 (C - D) / (n^2 (m - 1) / m), with C - D = diff / 2
 
     return tau
 

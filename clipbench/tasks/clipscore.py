@@ -150,9 +150,10 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
             x, y = expand_judgments(scores[s], ratings)
             tau = kendall_tau(x, y, variant)
             names = [f"{score_name(s, cfg.weight)}_kendall_tau_{variant}"] + ([f"kendall_tau_{variant}"] if s == cfg.scorer else [])
+            outcome = Outcome(x, f"kendall_{variant}", group=y, cluster=item_of_judgment, sample_id=judgment_ids)
             for name in names:
                 metrics[name] = tau
-                outcomes[name] = Outcome(x, f"kendall_{variant}", group=y, cluster=item_of_judgment, sample_id=judgment_ids)
+                outcomes[name] = outcome
         metric_n.update({m: n_judgments for m in metrics if "kendall" in m})
     metrics["truncated_captions"] = float(enc.truncated)
     skipped = len(items) - len(kept)
