@@ -19,9 +19,10 @@ BASELINE_METHOD = "clip"
 ALPHA = 0.05
 
 
-def find_outcomes(folders: list[Path]) -> dict[str, dict[str, Outcome]]:
-    """run_id -> its per-sample outcomes, from every ``outcomes.npz`` under ``folders``."""
+def find_outcomes(folders: list[Path]) -> tuple[dict[str, dict[str, Outcome]], dict[str, Path]]:
+    """run_id -> its per-sample outcomes, and run_id -> its run directory, from every ``outcomes.npz`` under ``folders``."""
     found: dict[str, dict[str, Outcome]] = {}
+    dirs: dict[str, Path] = {}
     for folder in folders:
         if not folder.is_dir():
             continue
@@ -31,8 +32,8 @@ def find_outcomes(folders: list[Path]) -> dict[str, dict[str, Outcome]]:
             except ValueError as exc:
                 print(f"note: {exc}; ignored")
                 continue
-            found[run_id] = outcomes
-    return found
+            found[run_id], dirs[run_id] = outcomes, path.parent
+    return found, dirs
 
 
 def _baseline(part: pd.DataFrame) -> int:
