@@ -46,7 +46,7 @@ def _errors(part: pd.DataFrame, scale: float) -> np.ndarray | None:
     if low.isna().all():
         return None
     value = part["value"].astype(float)
-    return np.vstack([(value - low).clip(lower=0), (high - value).clip(lower=0)]).fillna(0).to_numpy() * scale
+    return np.nan_to_num(np.vstack([(value - low).clip(lower=0), (high - value).clip(lower=0)])) * scale
 
 
 def _slug(text: str) -> str:
@@ -201,7 +201,7 @@ def method_bars(frame: pd.DataFrame, out: Path) -> Path | None:
     rows = _headline(frame)
     keys = ["task", "dataset", "split", "model"]
     params = _params(rows)
-    swept = any(c in params and params[c].map(_hashable).nunique() > 1 for c in ("alpha", "layers", "heads"))
+    swept = any(c in params and params[c].dropna().map(_hashable).nunique() > 1 for c in ("alpha", "layers", "heads"))
     if rows.empty or rows["model"].nunique() > 1 or rows.groupby(keys)["method_label"].nunique().max() < 2 or swept:
         return None  # sweeps over models or alpha have their own plots
     rows = _one_headline_per_panel(rows, keys)

@@ -58,7 +58,7 @@ def _compact(value) -> str:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False) + "\n"
+    return frame.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def latex_escape(text: str) -> str:
