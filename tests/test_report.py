@@ -137,7 +137,7 @@ def test_report_marks_differences_significant_after_holm(tmp_path):
     assert "toyclip toyclip.safetensors" in lines["clip"] and "/abs/path" not in shown  # model label, not a path
     assert f"{100 * base.mean():.1f} [" in lines["clip"]  # percent with its interval
     layout = (tmp_path / "out" / "toy_default" / "table.md").read_text()
-    assert "alpha=1.0" in layout and "{" not in layout  # settings, not raw JSON
+    assert "{" not in layout and "method_params" not in layout  # no raw JSON
     assert (tmp_path / "out" / "toy_default" / "per_task_methods.png").stat().st_size > 0
 
 

@@ -22,7 +22,8 @@ from clipbench.report.tables import format_value, format_with_interval, model_la
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
 NOT_HEADLINE = {"skipped"}
 SIGNIFICANCE_NOTE = (
-    f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run) at {ALPHA:.0%} "
+    f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
+    f"listed) at {ALPHA:.0%} "
     "after Holm's correction over the table (McNemar's exact test on per-sample hits, a paired bootstrap otherwise). "
     "Fractions are in percent; brackets hold the 95% bootstrap interval."
 )
@@ -76,7 +77,14 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
 
 
 def _settings(table: pd.DataFrame) -> pd.Series:
-    method, task = settings_labels(table["method_params"]), settings_labels(table["task_params"])
+    """Per row, the method settings that differ between runs of its method, and the task settings that
+    differ between runs of its task."""
+    method = pd.Series("", index=table.index, dtype=object)
+    task = pd.Series("", index=table.index, dtype=object)
+    for _, part in table.groupby(["task", "method_label"], sort=False):
+        method.loc[part.index] = settings_labels(part["method_params"])
+    for _, part in table.groupby("task", sort=False):
+        task.loc[part.index] = settings_labels(part["task_params"])
     return (method + ", " + task).str.strip(", ")
 
 
@@ -102,17 +110,21 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=empty)
 
 
-def paper_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Model and method (with the settings that vary) as rows, dataset/split/metric as columns."""
+def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per task: model and method (with the settings that vary) as rows, dataset/split/metric as columns."""
     wide = table.assign(
         column=(table["dataset"] + " " + table["split"].astype(str) + " " + table["metric"]).str.replace("  ", " "),
         settings=_settings(table),
         cell=[format_with_interval(r.metric, r.reproduced, r.ci_low, r.ci_high) + _mark(r._asdict()) for r in table.itertuples()],
     )
-    wide = wide.drop_duplicates(["model", "method_label", "settings", "column"], keep="last")
-    pivot = wide.pivot(index=["model", "method_label", "settings"], columns="column", values="cell").fillna("")
-    pivot = pivot.reset_index().rename(columns={"method_label": "method"})
-    return pivot if pivot["settings"].astype(bool).any() else pivot.drop(columns="settings")
+    wide = wide.drop_duplicates(["task", "model", "method_label", "settings", "column"], keep="last")
+    layouts = {}
+    for task, part in wide.groupby("task", sort=True):
+        pivot = part.pivot(index=["model", "method_label", "settings"], columns="column", values="cell").fillna("")
+        pivot = pivot.reset_index().rename(columns={"method_label": "method"})
+        pivot.columns.name = None
+        layouts[str(task)] = pivot if pivot["settings"].astype(bool).any() else pivot.drop(columns="settings")
+    return layouts
 
 
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
@@ -133,8 +145,9 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
         note = "\n" + SIGNIFICANCE_NOTE + "\n"
         (exp_dir / "comparison.md").write_text(f"# {experiment}: reproduced vs reported\n\n" + to_markdown(shown) + note)
         (exp_dir / "comparison.tex").write_text(to_latex(shown, f"{experiment}: reproduced vs reported"))
-        (exp_dir / "table.md").write_text(f"# {experiment}\n\n" + to_markdown(layout) + note)
-        (exp_dir / "table.tex").write_text(to_latex(layout, str(experiment)))
+        (exp_dir / "table.md").write_text(
+            f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
+        (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
         index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
                   f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
@@ -185,7 +198,8 @@ def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
                 numbers[col] = table[col].astype("boolean").fillna(False).astype(bool)
         run = wandb.init(project=project, group=experiment, name=f"report-{experiment}", job_type="report", mode=mode,
                          dir=str(out_dir))
-        logged = {"comparison": wandb.Table(dataframe=numbers), "table": wandb.Table(dataframe=layout.astype(str))}
+        logged = {"comparison": wandb.Table(dataframe=numbers)}
+        logged |= {f"table/{task}": wandb.Table(dataframe=t.astype(str)) for task, t in layout.items()}
         logged |= {f"plots/{p.stem}": wandb.Image(str(p)) for p in figures}
         run.log(logged)
         run.finish()

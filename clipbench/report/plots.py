@@ -164,10 +164,14 @@ def _bar_panels(rows: pd.DataFrame, panel_keys: list[str], bar_key: str, title: 
         scale = _scale(metric)
         part = part.drop_duplicates(bar_key, keep="last")
         x = np.arange(len(part))
-        ax.bar(x, part["value"] * scale, yerr=_errors(part, scale), capsize=4, color="#4c72b0")
-        for xi, (v, sig) in enumerate(zip(part["value"] * scale, part.get("significant", pd.Series(False, index=part.index)))):
+        heights, errors = (part["value"] * scale).to_numpy(), _errors(part, scale)
+        ax.bar(x, heights, yerr=errors, capsize=4, color="#4c72b0")
+        tops = heights + (errors[1] if errors is not None else 0)
+        for xi, (top, sig) in enumerate(zip(tops, part.get("significant", pd.Series(False, index=part.index)))):
             if pd.notna(sig) and bool(sig):
-                ax.annotate("*", (xi, v), ha="center", va="bottom", fontsize=12, xytext=(0, 8), textcoords="offset points")
+                ax.annotate("*", (xi, top), ha="center", va="bottom", fontsize=13, xytext=(0, 1), textcoords="offset points")
+        if np.isfinite(tops).any() and np.nanmax(tops) > 0:
+            ax.set_ylim(top=np.nanmax(tops) * 1.12)
         ax.set_xticks(x, part[bar_key], rotation=30, ha="right")
         ax.set_ylabel(_axis_label(metric))
         ax.set_title(" ".join(str(k) for k in key if k and k != metric) + f"\n{metric}", fontsize=9)
