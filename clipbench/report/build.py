@@ -17,7 +17,7 @@ import pandas as pd
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
-from clipbench.report.tables import format_value, format_with_interval, model_label, settings_labels, to_latex, to_markdown
+from clipbench.report.tables import differing_settings, format_value, format_with_interval, model_label, to_latex, to_markdown
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
 NOT_HEADLINE = {"skipped"}
@@ -77,15 +77,7 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
 
 
 def _settings(table: pd.DataFrame) -> pd.Series:
-    """Per row, the method settings that differ between runs of its method, and the task settings that
-    differ between runs of its task."""
-    method = pd.Series("", index=table.index, dtype=object)
-    task = pd.Series("", index=table.index, dtype=object)
-    for _, part in table.groupby(["task", "method_label"], sort=False):
-        method.loc[part.index] = settings_labels(part["method_params"])
-    for _, part in table.groupby("task", sort=False):
-        task.loc[part.index] = settings_labels(part["task_params"])
-    return (method + ", " + task).str.strip(", ")
+    return differing_settings(table.assign(dataset_params=""), "method_label")  # the dataset and split have columns
 
 
 def _mark(row) -> str:

@@ -53,6 +53,20 @@ def settings_labels(params: pd.Series) -> pd.Series:
     )
 
 
+def differing_settings(frame: pd.DataFrame, method_column: str = "method") -> pd.Series:
+    """Per row: the method settings that differ between runs of its method, then the task and dataset
+    settings that differ between runs of its task (``alpha=0.4, layers=[-1], split=testB``)."""
+    parts = []
+    for keys, column in (([ "task", method_column], "method_params"), (["task"], "task_params"), (["task"], "dataset_params")):
+        labels = pd.Series("", index=frame.index, dtype=object)
+        if column in frame:
+            for _, part in frame.groupby(keys, sort=False):
+                labels.loc[part.index] = settings_labels(part[column].fillna("").astype(str))
+        parts.append(labels)
+    joined = parts[0].str.cat(parts[1:], sep=", ")
+    return joined.str.replace(r"(, )+", ", ", regex=True).str.strip(", ")
+
+
 def _compact(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ""))
 
