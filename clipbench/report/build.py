@@ -40,7 +40,7 @@ def load_results(path: Path) -> pd.DataFrame:
     for col in ("ci_low", "ci_high"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
     for col in ("run_id", "experiment", "split", "model_pretrained", "method_params", "task_params"):
-        frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
+        frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
     config_name = frame["method_config"].fillna("").astype(str) if "method_config" in frame else frame["method"]
     frame["method_label"] = config_name.where(config_name != "", frame["method"])

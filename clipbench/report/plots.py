@@ -71,32 +71,49 @@ def _hashable(v) -> str:
     return json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
 
 
+def _varying_label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Per row, the values of ``columns`` that differ between the rows (``layers=[-1]``)."""
+    varying = [c for c in columns if frame[c].dropna().map(_hashable).nunique() > 1]
+    return pd.Series([", ".join(f"{c}={_hashable(frame.at[i, c])}" for c in varying) for i in frame.index], index=frame.index)
+
+
 def alpha_curves(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Per metric: the metric against alpha, one line per other setting that varies (never averaged)."""
+    """Per metric: the metric against alpha, one line per other setting that varies (never averaged);
+    a plain ``clip`` run of the same data is drawn as a dashed reference with its interval as a band."""
     rows = _headline(frame)
     params = _params(rows)
-    if "alpha" not in params or params["alpha"].nunique() < 2:
+    if "alpha" not in params or params["alpha"].dropna().nunique() < 2:
         return []
-    rows = rows.assign(alpha=params["alpha"].astype(float))
-    varying = [c for c in params.columns if c != "alpha" and params[c].map(_hashable).nunique() > 1]
-    rows = rows.assign(setting=[", ".join(f"{c}={_hashable(params.at[i, c])}" for c in varying) for i in rows.index])
+    swept = rows[params["alpha"].notna()]
+    params = params.loc[swept.index]
+    swept = swept.assign(alpha=params["alpha"].astype(float))
+    context = swept[["dataset", "split", "model", "method_label"]].join(params.drop(columns="alpha"))
+    swept = swept.assign(setting=_varying_label(context, list(context.columns)))
     paths = []
-    metrics = sorted(rows["metric"].unique())
+    metrics = sorted(swept["metric"].unique())
     for metric in metrics:
-        part_m = rows[rows["metric"] == metric]
+        part_m = swept[swept["metric"] == metric]
         scale = _scale(metric)
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-        for key, part in part_m.groupby(["dataset", "split", "model", "method_label", "setting"], sort=True):
+        for setting, part in part_m.groupby("setting", sort=True):
             part = part.sort_values("alpha")
-            label = " ".join(str(k) for k in key if k)
-            ax.errorbar(part["alpha"], part["value"] * scale, yerr=_errors(part, scale), marker="o", capsize=3, label=label)
+            ax.errorbar(part["alpha"], part["value"] * scale, yerr=_errors(part, scale), marker="o", capsize=3,
+                        label=setting or "FALIP")
+        same_data = rows["dataset"].isin(part_m["dataset"]) & rows["split"].isin(part_m["split"])
+        plain = rows[(rows["method"] == "clip") & (rows["metric"] == metric) & same_data & rows["model"].isin(part_m["model"])]
+        for _, base in plain.iterrows():
+            ax.axhline(base["value"] * scale, color="grey", linestyle="--", label="clip (no FALIP)")
+            if pd.notna(base["ci_low"]):
+                ax.axhspan(base["ci_low"] * scale, base["ci_high"] * scale, color="grey", alpha=0.15)
         if _is_geometric(part_m["alpha"].to_numpy()):
             ax.set_xscale("log")
             ticks = np.sort(part_m["alpha"].unique())
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel("FALIP alpha")
         ax.set_ylabel(_axis_label(metric))
-        ax.set_title(f"{metric} against FALIP alpha (bars: 95% interval)")
+        where = ", ".join(sorted({f"{d} {s}".strip() for d, s in zip(part_m["dataset"], part_m["split"])}))
+        ax.set_title(f"{metric} on {where} against FALIP alpha\n(bars and band: 95% interval)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         name = "alpha_curves.png" if len(metrics) == 1 else f"alpha_curves_{_slug(metric)}.png"
