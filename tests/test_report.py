@@ -191,3 +191,37 @@ def test_report_logs_numbers_and_plots_to_the_configured_project(tmp_path, monke
     frame = logged["comparison"].get_dataframe()
     assert frame["reproduced"].dtype.kind == "f" and frame["ci_low"].dtype.kind == "f"
     assert any(isinstance(v, wandb.Image) for k, v in logged.items() if k.startswith("plots/"))
+
+
+def _grey_pixels(path) -> int:
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(path)[..., :3] * 255).round()
+    return int((np.abs(pixels - 0xD0) <= 1).all(axis=-1).sum())
+
+
+@pytest.mark.parametrize("with_a_null_cell", [True, False])
+def test_heatmap_greys_cells_no_different_from_the_baseline(tmp_path, with_a_null_cell):
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.4).astype(float)
+    rows = [_run_with_outcomes(tmp_path, "base", base, method="clip", method_params="{}")]
+    for layer in (10, 11):
+        for head in (0, 1):
+            hits = base.copy()
+            if not (with_a_null_cell and (layer, head) == (11, 1)):
+                hits[np.flatnonzero(base == 0)[: 60 + 10 * head]] = 1
+            params = json.dumps({"alpha": 1.0, "layers": [layer], "heads": [[head]]})
+            rows.append(_run_with_outcomes(tmp_path, f"l{layer}h{head}", hits, method="falip", method_params=params))
+    append_rows(tmp_path / "results.csv", rows)
+    build_report(tmp_path / "results.csv", tmp_path / "out", runs=[tmp_path / "runs"])
+    grey = _grey_pixels(tmp_path / "out" / "toy_default" / "layer_head_heatmap.png")
+    assert (grey > 5000) if with_a_null_cell else (grey < 500)  # one grey cell vs none (edge pixels aside)
+
+
+def test_per_model_bars_need_two_models(tmp_path):
+    rows = [_row(config_hash=f"{m}", experiment="cifar100_model_variants", task="zeroshot", dataset="cifar100",
+                 model_arch=m, model_pretrained=TAG, method="clip", method_params="{}", metric="top1", value=v,
+                 ci_low=v - 0.01, ci_high=v + 0.01) for m, v in (("ViT-B-32", 0.65), ("ViT-B-16", 0.68))]
+    append_rows(tmp_path / "results.csv", rows)
+    build_report(tmp_path / "results.csv", tmp_path / "out", runs=[])
+    assert (tmp_path / "out" / "cifar100_model_variants" / "per_model.png").stat().st_size > 0
