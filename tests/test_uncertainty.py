@@ -184,3 +184,23 @@ def test_bad_interval_settings_fail_before_work(tmp_path, cifar_root):
     for override, key in (("ci.level=1.5", "ci.level"), ("ci.resamples=-1", "ci.resamples")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             validate(compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", override)))
+
+
+COUNTS = {"skipped", "truncated_captions"}  # counts, not estimates: no interval
+
+
+@pytest.mark.parametrize("task", ["zeroshot", "rec", "region_cls", "pointcloud", "clipscore", "retrieval"])
+def test_every_metric_of_every_task_has_its_outcomes_and_interval(tmp_path, toy_root, monkeypatch, task):
+    from clipbench.runner import run
+
+    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
+    cfg = compose_config(["device=cpu", "num_workers=0", "progress=false", "limit=60", "ci.resamples=200",
+                          f"results_csv={tmp_path / 'results.csv'}", f"cache_dir={tmp_path / 'cache'}", f"+toy={task}"])
+    rows = run(cfg, tmp_path / "run")
+    _, outcomes = load_outcomes(tmp_path / "run" / OUTCOMES_FILE)
+    for row in rows:
+        if row["metric"] in COUNTS:
+            assert row["ci_low"] is None
+            continue
+        assert outcomes[row["metric"]].point() == pytest.approx(row["value"], abs=1e-6), row["metric"]  # metrics are float32 means
+        assert row["ci_low"] <= row["value"] + 1e-9 and row["value"] <= row["ci_high"] + 1e-9, row["metric"]
