@@ -68,7 +68,9 @@ class Outcome:
         return float(stat(np.arange(len(self))[None, :])[0]) if len(self) else float("nan")
 
     def subset(self, index: np.ndarray) -> Outcome:
-        pick = (lambda a: None if a is None else a[index])
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
         return Outcome(self.values[index], self.statistic, pick(self.group), pick(self.cluster), pick(self.sample_id))
 
 

@@ -17,7 +17,14 @@ import pandas as pd
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
-from clipbench.report.tables import differing_settings, format_value, format_with_interval, model_label, to_latex, to_markdown
+from clipbench.report.tables import (
+    differing_settings,
+    format_value,
+    format_with_interval,
+    model_label,
+    to_latex,
+    to_markdown,
+)
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
 NOT_HEADLINE = {"skipped"}

@@ -29,7 +29,13 @@ from clipbench.metrics.clipscore import (
     refclip_s,
     score_name,
 )
-from clipbench.metrics.correlation import expand_judgments, kendall_tau, majority_labels, preference_accuracy, preference_credit
+from clipbench.metrics.correlation import (
+    expand_judgments,
+    kendall_tau,
+    majority_labels,
+    preference_accuracy,
+    preference_credit,
+)
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec

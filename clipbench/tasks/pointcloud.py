@@ -35,7 +35,12 @@ from clipbench.data.projection import (
 )
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
-from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, per_class_recall, topk_accuracy
+from clipbench.metrics.classification import (
+    classification_outcomes,
+    mean_per_class_recall,
+    per_class_recall,
+    topk_accuracy,
+)
 from clipbench.models.text_cache import zero_shot_classifier
 from clipbench.runtime import Throughput, synchronize
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
