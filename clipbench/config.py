@@ -57,6 +57,20 @@ class LoggerConfig:
 
 
 @dataclass
+class CIConfig:
+    """Bootstrap intervals on every metric: ``resamples`` (0 = none) at confidence ``level``."""
+
+    resamples: int = 1000
+    level: float = 0.95
+
+    def validate(self) -> None:
+        if self.resamples < 0:
+            raise ConfigError("ci.resamples", f"must be >= 0 (0 = no intervals), got {self.resamples}")
+        if not 0 < self.level < 1:
+            raise ConfigError("ci.level", f"must be in (0, 1), got {self.level}")
+
+
+@dataclass
 class RunConfig:
     """Run control keys at the top level of the config."""
 
@@ -72,8 +86,10 @@ class RunConfig:
     progress: bool = True
     experiment: str | None = None
     optimized_metric: str | None = None  # returned to a hyper-parameter sweeper (hparams_search=...)
+    ci: CIConfig = field(default_factory=CIConfig)
 
     def validate(self) -> None:
+        self.ci.validate()
         if self.batch_size < 1:
             raise ConfigError("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:

@@ -18,7 +18,8 @@ from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.errors import DataError
 from clipbench.logging.results import append_rows, read_results
 from clipbench.logging.run_files import write_config, write_metrics, write_predictions
-from clipbench.logging.table import SUMMARY_COLUMNS, format_table
+from clipbench.logging.table import SUMMARY_COLUMNS, format_table, with_intervals
+from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
 from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,16 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
+    ci_started = time.perf_counter()
+    intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
+    for name, outcome in result.outcomes.items():
+        if name in metrics and id(outcome) not in by_outcome:
+            by_outcome[id(outcome)] = bootstrap_interval(outcome, v.run.ci.resamples, v.run.ci.level, v.run.seed)
+        intervals[name] = by_outcome[id(outcome)]
+    ci_seconds = time.perf_counter() - ci_started
     rows = [
-        {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n}
+        {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n,
+         "ci_low": intervals.get(name, (None, None))[0], "ci_high": intervals.get(name, (None, None))[1]}
         for name, value in metrics.items()
     ]
     payload = {
@@ -147,16 +156,19 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         "metric_n": {m: result.n_for(m) for m in result.metrics}, "skipped": result.skipped,
         "skip_reasons": result.skip_reasons, "items_per_s": items_per_s, "seconds": seconds,
         "loop_items_per_s": result.throughput.items_per_s, "forward_items_per_s": result.throughput.forward_items_per_s,
-        "peak_mem_mb": peak, "device": str(device), **result.extra,
+        "peak_mem_mb": peak, "device": str(device),
+        "ci": {"level": v.run.ci.level, "resamples": v.run.ci.resamples, "seconds": ci_seconds, "intervals": intervals},
+        **result.extra,
     }
     if result.predictions is not None:
         write_predictions(run_dir, result.predictions)
+    save_outcomes(run_dir / OUTCOMES_FILE, result.outcomes, run_id)
     write_metrics(run_dir, payload)
     _log(v, rows, payload, result, run_id, experiment, run_dir)
     if result.skipped:
         reasons = ", ".join(f"{k}: {n}" for k, n in result.skip_reasons.items())
         print(f"skipped {result.skipped} sample(s) ({reasons})")
-    print(format_table(rows, SUMMARY_COLUMNS))
+    print(format_table(with_intervals(rows), SUMMARY_COLUMNS))
     print(
         f"throughput: {items_per_s:.1f} items/s end-to-end (text encoding and data loading included), "
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"

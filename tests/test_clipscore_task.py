@@ -210,6 +210,14 @@ def test_pascal50s_accuracy_per_category(world, tmp_path):
         assert res[f"refclip_s_w2.5_accuracy_{c}"][0] == pytest.approx(np.mean(correct_ref[c]))
     assert res["accuracy_mean"][0] == pytest.approx(np.mean([np.mean(correct[c]) for c in cats]))
     assert "length_accuracy_mean" in res
+    from clipbench.metrics.uncertainty import OUTCOMES_FILE, load_outcomes
+
+    _, outcomes = load_outcomes(tmp_path / "run" / OUTCOMES_FILE)  # per-pair credit behind every accuracy
+    frame = pd.read_csv(tmp_path / "results.csv").set_index("metric")
+    for c in cats + ["mean"]:
+        assert outcomes[f"accuracy_{c}"].point() == pytest.approx(frame.at[f"accuracy_{c}", "value"])
+        assert frame.at[f"accuracy_{c}", "ci_low"] <= frame.at[f"accuracy_{c}", "value"] <= frame.at[f"accuracy_{c}", "ci_high"]
+    assert outcomes["accuracy_mean"].statistic == "mean_of_groups" and len(outcomes["accuracy_mean"]) == 8
 
 
 def test_model_preprocess_is_clipscore_preprocessing(world):

@@ -19,15 +19,15 @@ class MultirunSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from clipbench.logging.results import read_results
-        from clipbench.logging.table import SUMMARY_COLUMNS, format_table
+        from clipbench.logging.table import sweep_summary
 
         path = Path(config.get("results_csv", "results/results.csv"))
         if self.start and path.is_file():
             frame = read_results(path)
             frame = frame[frame["timestamp"].astype(str) >= self.start]
             if len(frame):
-                print(f"\n== multirun summary ({len(frame)} rows, {path}) ==")
-                print(format_table(frame.to_dict("records"), SUMMARY_COLUMNS))
+                print(f"\n== multirun summary ({frame['run_id'].nunique()} runs, {path}) ==")
+                print(sweep_summary(frame))
         failures = Path(config.hydra.sweep.dir) / "failures.csv"
         if failures.is_file():
             n = sum(1 for _ in open(failures)) - 1

@@ -22,12 +22,65 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+def with_intervals(rows: Sequence[dict]) -> list[dict]:
+    """Rows whose ``value`` reads ``value [ci_low, ci_high]`` where the interval is known."""
+    out = []
+    for row in rows:
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if _known(low) and _known(high):
+            row = {**row, "value": f"{float(row['value']):.4f} [{float(low):.4f}, {float(high):.4f}]"}
+        out.append(row)
+    return out
+
+
+def _known(v) -> bool:
+    try:
+        return v is not None and v == v and float(v) == float(v)
+    except (TypeError, ValueError):
+        return False
+
+
 def _numeric(text: str) -> bool:
     try:
         float(text)
         return True
     except ValueError:
         return False
+
+
+def sweep_summary(frame) -> str:
+    """One compact row per run and one table per task: the metrics as columns (``value [ci_low, ci_high]``),
+    the method's config name, the settings that differ between the sweep's runs, ``skipped`` only when not 0."""
+    import pandas as pd
+
+    from clipbench.report.tables import differing_settings
+
+    frame = frame.copy()
+    for col in ("ci_low", "ci_high"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
+    method = frame["method_config"].fillna("").astype(str) if "method_config" in frame else frame["method"].astype(str)
+    frame["method"] = method.where(method != "", frame["method"].astype(str))
+    frame["cell"] = [
+        f"{v:.4f} [{lo:.4f}, {hi:.4f}]" if lo == lo and hi == hi else f"{v:.4f}"
+        for v, lo, hi in zip(frame["value"].astype(float), frame["ci_low"], frame["ci_high"])
+    ]
+    blocks = []
+    for task, part in frame.groupby("task", sort=False):
+        runs = part.drop_duplicates("run_id")
+        settings = differing_settings(runs)
+        metrics = [m for m in dict.fromkeys(part["metric"]) if m != "skipped"]
+        skipped = part[part["metric"] == "skipped"].set_index("run_id")["value"].astype(float)
+        rows = []
+        for run in runs.itertuples():
+            cells = part[part["run_id"] == run.run_id].set_index("metric")["cell"]
+            row = {"dataset": run.dataset, "model": run.model_arch, "method": run.method, "settings": settings[run.Index]}
+            row |= {m: cells.get(m, "") for m in metrics}
+            if (skipped > 0).any():
+                row["skipped"] = f"{int(skipped.get(run.run_id, 0))}"
+            rows.append(row)
+        columns = [c for c in rows[0] if c != "settings" or any(r["settings"] for r in rows)]
+        blocks.append(f"{task}:\n" + format_table(rows, columns))
+    return "\n".join(blocks)
 
 
 SUMMARY_COLUMNS = ["task", "dataset", "split", "model_arch", "method", "metric", "value", "n", "items_per_s", "peak_mem_mb"]

@@ -33,10 +33,14 @@ def majority_labels(votes_b: Sequence[int], totals: Sequence[int], rng: np.rando
     return np.where(votes_b > votes_a, 1, np.where(votes_b < votes_a, 0, coin))
 
 
+def preference_credit(score_a: Sequence[float], score_b: Sequence[float], labels: Sequence[int]) -> np.ndarray:
+    """Per pair: 1 when the metric prefers the caption humans preferred, 0 when not, 1/2 on a metric tie."""
+    a, b, lab = np.asarray(score_a, float), np.asarray(score_b, float), np.asarray(labels)
+    return np.where(a == b, 0.5, ((b > a).astype(int) == lab).astype(float))
+
+
 def preference_accuracy(score_a: Sequence[float], score_b: Sequence[float], labels: Sequence[int]) -> float:
     """Share of pairs where the metric prefers the caption humans preferred; a metric tie counts 1/2."""
-    a, b, lab = np.asarray(score_a, float), np.asarray(score_b, float), np.asarray(labels)
-    if len(lab) == 0:
+    if len(labels) == 0:
         return float("nan")
-    credit = np.where(a == b, 0.5, ((b > a).astype(int) == lab).astype(float))
-    return float(credit.mean())
+    return float(preference_credit(score_a, score_b, labels).mean())

@@ -1,6 +1,9 @@
-"""``clipbench-report``: per-experiment tables (reported vs reproduced) and plots, plus an index.
+"""``clipbench-report``: per-experiment tables (reported vs reproduced, with intervals and paired tests) and plots, plus an index.
 
-    clipbench-report [--results results/results.csv] [--out results] [--wandb]
+    clipbench-report [--results results/results.csv] [--out results] [--runs outputs multirun] [--wandb]
+
+The intervals come from the results CSV (``ci_low``, ``ci_high``); the paired tests need each run's
+per-sample ``outcomes.npz``, found under ``--runs``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,24 @@ import pandas as pd
 
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
-from clipbench.report.tables import to_latex, to_markdown
+from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
+from clipbench.report.tables import (
+    differing_settings,
+    format_value,
+    format_with_interval,
+    model_label,
+    to_latex,
+    to_markdown,
+)
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
 NOT_HEADLINE = {"skipped"}
+SIGNIFICANCE_NOTE = (
+    f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
+    f"listed) at {ALPHA:.0%} "
+    "after Holm's correction over the table (McNemar's exact test on per-sample hits, a paired bootstrap otherwise). "
+    "Fractions are in percent; brackets hold the 95% bootstrap interval."
+)
 
 
 def load_results(path: Path) -> pd.DataFrame:
@@ -27,9 +44,14 @@ def load_results(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path} holds no results yet; run an experiment first (e.g. make run)")
     frame["value"] = frame["value"].astype(float)
-    for col in ("experiment", "split", "model_pretrained", "method_params"):
-        frame[col] = frame[col].fillna("").astype(str)
+    for col in ("ci_low", "ci_high"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
+    for col in ("run_id", "experiment", "split", "model_pretrained", "method_params", "task_params"):
+        frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
+    config_name = frame["method_config"].fillna("").astype(str) if "method_config" in frame else frame["method"]
+    frame["method_label"] = config_name.where(config_name != "", frame["method"])
+    frame["model"] = [model_label(a, p) for a, p in zip(frame["model_arch"], frame["model_pretrained"])]
     # the latest run of each configuration and metric
     return frame.sort_values("timestamp").drop_duplicates(["config_hash", "metric"], keep="last")
 
@@ -38,7 +60,7 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     """Reproduced rows with the matching reported value (same task/dataset/split/model/method/metric).
 
     Only runs with real pretrained weights (an open_clip tag) are matched: random-init and toy rows
-    have no reported counterpart.
+    have no reported counterpart. ``inside`` says whether the reported value lies in the reproduced interval.
     """
     rows = results[~results["metric"].isin(NOT_HEADLINE)].copy()
     rows["reproduced"] = rows["value"]
@@ -50,68 +72,135 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     merged.loc[untagged, "reported"] = float("nan")
     merged[["paper", "verified"]] = merged[["paper", "verified"]].astype(object)
     merged.loc[untagged, ["paper", "verified"]] = ""
-    merged = merged.drop_duplicates()
+    merged = merged.drop_duplicates(subset=["config_hash", "metric", "paper"])
     merged["diff"] = merged["reproduced"] - merged["reported"]
-    cols = KEYS + ["model_pretrained", "method_params", "n", "reproduced", "reported", "diff", "paper", "verified"]
+    known = merged["reported"].notna() & merged["ci_low"].notna() & merged["ci_high"].notna()
+    merged["inside"] = pd.Series(pd.NA, index=merged.index, dtype="boolean")
+    merged.loc[known, "inside"] = (merged["ci_low"] <= merged["reported"]) & (merged["reported"] <= merged["ci_high"])
+    extra = [c for c in ("p_value", "p_holm", "significant", "test") if c in merged]
+    cols = KEYS + ["run_id", "model_pretrained", "model", "method_label", "method_params", "task_params", "n",
+                   "reproduced", "ci_low", "ci_high", "reported", "diff", "inside", "paper", "verified"] + extra
     return merged[cols].sort_values(KEYS).reset_index(drop=True)
 
 
-def _percent(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    for col in ("reproduced", "reported", "diff"):
-        out[col] = out[col] * 100
-    return out.rename(columns={"reproduced": "reproduced (x100)", "reported": "reported (x100)", "diff": "diff (x100)"})
+def _settings(table: pd.DataFrame) -> pd.Series:
+    return differing_settings(table.assign(dataset_params=""), "method_label")  # the dataset and split have columns
 
 
-def paper_layout(table: pd.DataFrame) -> pd.DataFrame:
-    """Methods as rows, dataset/split/metric as columns, reproduced (x100) as values."""
-    wide = table.assign(column=table["dataset"] + " " + table["split"].astype(str) + " " + table["metric"])
-    wide = wide.assign(value=wide["reproduced"] * 100)
-    pivot = wide.pivot_table(index=["model_arch", "method", "method_params"], columns="column", values="value", aggfunc="last")
-    return pivot.reset_index()
+def _mark(row) -> str:
+    significant = row.get("significant", False)
+    return " *" if pd.notna(significant) and bool(significant) else ""
 
 
-def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False) -> Path:
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a reader wants it: labels, percent for fractions, intervals, marks."""
+    out = pd.DataFrame({
+        "task": table["task"], "dataset": table["dataset"], "split": table["split"], "model": table["model"],
+        "method": table["method_label"], "settings": _settings(table), "metric": table["metric"], "n": table["n"],
+        "reproduced [95% CI]": [format_with_interval(r.metric, r.reproduced, r.ci_low, r.ci_high) + _mark(r._asdict())
+                                for r in table.itertuples()],
+        "reported": [format_value(m, v) for m, v in zip(table["metric"], table["reported"])],
+        "diff": [format_value(m, v) for m, v in zip(table["metric"], table["diff"])],
+        "reported in CI": table["inside"].map({True: "yes", False: "no"}).fillna(""),
+        "p (Holm)": [f"{p:.3g}" if pd.notna(p) else "" for p in table.get("p_holm", [float("nan")] * len(table))],
+        "paper": table["paper"].fillna(""), "verified": table["verified"].map({True: "yes", False: "no"}).fillna(""),
+    })
+    empty = [c for c in ("settings", "reported", "diff", "reported in CI", "p (Holm)", "paper", "verified") if not out[c].astype(bool).any()]
+    return out.drop(columns=empty)
+
+
+def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per task: model and method (with the settings that vary) as rows, dataset/split/metric as columns."""
+    wide = table.assign(
+        column=(table["dataset"] + " " + table["split"].astype(str) + " " + table["metric"]).str.replace("  ", " "),
+        settings=_settings(table),
+        cell=[format_with_interval(r.metric, r.reproduced, r.ci_low, r.ci_high) + _mark(r._asdict()) for r in table.itertuples()],
+    )
+    wide = wide.drop_duplicates(["task", "model", "method_label", "settings", "column"], keep="last")
+    layouts = {}
+    for task, part in wide.groupby("task", sort=True):
+        pivot = part.pivot(index=["model", "method_label", "settings"], columns="column", values="cell").fillna("")
+        pivot = pivot.reset_index().rename(columns={"method_label": "method"})
+        pivot.columns.name = None
+        layouts[str(task)] = pivot if pivot["settings"].astype(bool).any() else pivot.drop(columns="settings")
+    return layouts
+
+
+def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
     from clipbench.report import plots
 
     results = load_results(results_csv)
     reported = load_reported()
+    outcomes, run_dirs = find_outcomes(runs if runs is not None else [Path("outputs"), Path("multirun")])
     out_dir.mkdir(parents=True, exist_ok=True)
     index = ["# clipbench results", "", f"From `{results_csv}` ({len(results)} rows).", ""]
-    wandb_tables = {}
+    wandb_parts = {}
     for experiment, part in results.groupby("experiment"):
         exp_dir = out_dir / str(experiment)
         exp_dir.mkdir(parents=True, exist_ok=True)
-        table = compare(part, reported)
-        shown = _percent(table)
-        layout = paper_layout(table)
-        (exp_dir / "comparison.md").write_text(f"# {experiment}: reproduced vs reported\n\n" + to_markdown(shown))
-        (exp_dir / "comparison.tex").write_text(to_latex(shown, f"{experiment}: reproduced vs reported (x100)"))
-        (exp_dir / "table.md").write_text(f"# {experiment}\n\n" + to_markdown(layout))
-        (exp_dir / "table.tex").write_text(to_latex(layout, f"{experiment} (x100)"))
-        figures = plots.all_plots(part, exp_dir)
+        tested = paired_tests(part[~part["metric"].isin(NOT_HEADLINE)], outcomes)
+        table = compare(tested, reported)
+        shown, layout = readable(table), paper_layout(table)
+        note = "\n" + SIGNIFICANCE_NOTE + "\n"
+        (exp_dir / "comparison.md").write_text(f"# {experiment}: reproduced vs reported\n\n" + to_markdown(shown) + note)
+        (exp_dir / "comparison.tex").write_text(to_latex(shown, f"{experiment}: reproduced vs reported"))
+        (exp_dir / "table.md").write_text(
+            f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
+        (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
+        figures = plots.all_plots(tested, exp_dir)
         index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
                   f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
         index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures]
         matched = table["reported"].notna().sum()
-        index += [f"* {len(table)} result rows, {matched} with a reported counterpart", ""]
-        wandb_tables[str(experiment)] = (shown, layout)
+        tests = int(table["p_value"].notna().sum())
+        index += [f"* {len(table)} result rows, {matched} with a reported counterpart, "
+                  f"{tests} paired tests ({int(table['significant'].sum())} significant after Holm)", ""]
+        wandb_parts[str(experiment)] = (table, layout, figures)
     index_path = out_dir / "README.md"
     index_path.write_text("\n".join(index) + "\n")
     if use_wandb:
-        _log_wandb(wandb_tables, out_dir)
+        _log_wandb(wandb_parts, out_dir, _wandb_project(results, run_dirs))
     return index_path
 
 
-def _log_wandb(tables: dict, out_dir: Path) -> None:
+def _wandb_project(results: pd.DataFrame, run_dirs: dict[str, Path]) -> str:
+    """``logger.wandb.project`` from the runs' saved config.yaml (the latest run that has one), else the default."""
+    from omegaconf import OmegaConf
+
+    from clipbench.config import WandbConfig
+
+    for run_id in results.sort_values("timestamp", ascending=False)["run_id"].unique():
+        config = run_dirs.get(run_id, Path("/nonexistent")) / "config.yaml"
+        if config.is_file():
+            project = OmegaConf.select(OmegaConf.load(config), "logger.wandb.project")
+            if project:
+                return str(project)
+    return WandbConfig().project
+
+
+NUMERIC = ["n", "reproduced", "ci_low", "ci_high", "reported", "diff", "p_value", "p_holm"]
+
+
+def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
     import os
 
     import wandb
 
     mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    for experiment, (shown, layout) in tables.items():
-        run = wandb.init(project="clipbench", group=experiment, name=f"report-{experiment}", job_type="report", mode=mode, reinit=True, dir=str(out_dir))
-        run.log({"comparison": wandb.Table(dataframe=shown.astype(str)), "table": wandb.Table(dataframe=layout.astype(str))})
+    for experiment, (table, layout, figures) in parts.items():
+        numbers = table[KEYS + ["model", "method_label", "method_params"] + [c for c in NUMERIC if c in table]].copy()
+        for col in NUMERIC:
+            if col in numbers:
+                numbers[col] = pd.to_numeric(numbers[col], errors="coerce").astype(float)
+        for col in ("inside", "significant"):
+            if col in table:
+                numbers[col] = table[col].astype("boolean").fillna(False).astype(bool)
+        run = wandb.init(project=project, group=experiment, name=f"report-{experiment}", job_type="report", mode=mode,
+                         dir=str(out_dir))
+        logged = {"comparison": wandb.Table(dataframe=numbers)}
+        logged |= {f"table/{task}": wandb.Table(dataframe=t.astype(str)) for task, t in layout.items()}
+        logged |= {f"plots/{p.stem}": wandb.Image(str(p)) for p in figures}
+        run.log(logged)
         run.finish()
 
 
@@ -119,15 +208,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipbench-report", description="Tables and plots from the results CSV.")
     parser.add_argument("--results", type=Path, default=Path("results/results.csv"))
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--wandb", action="store_true", help="also log the tables to W&B, grouped per experiment")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[Path("outputs"), Path("multirun")],
+                        help="folders holding the run directories (their outcomes.npz feed the paired tests)")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B, grouped per experiment")
     args = parser.parse_args(argv)
     try:
-        index = build_report(args.results, args.out, args.wandb)
+        index = build_report(args.results, args.out, args.wandb, args.runs)
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(f"report written: {index}")
-
 
 
 if __name__ == "__main__":

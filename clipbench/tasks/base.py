@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
 from clipbench.runtime import Throughput
 
@@ -39,7 +40,7 @@ class RunContext:
 
 @dataclass
 class TaskResult:
-    """Metric values (with their own n where it differs), skips, predictions and timing."""
+    """Metric values (with their own n where it differs), per-sample outcomes, skips, predictions and timing."""
 
     metrics: dict[str, float]
     n: int
@@ -49,6 +50,7 @@ class TaskResult:
     skip_reasons: dict[str, int] = field(default_factory=dict)
     predictions: list[dict[str, Any]] | None = None
     tables: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
 
     def n_for(self, metric: str) -> int:

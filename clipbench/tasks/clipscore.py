@@ -29,7 +29,14 @@ from clipbench.metrics.clipscore import (
     refclip_s,
     score_name,
 )
-from clipbench.metrics.correlation import expand_judgments, kendall_tau, majority_labels, preference_accuracy
+from clipbench.metrics.correlation import (
+    expand_judgments,
+    kendall_tau,
+    majority_labels,
+    preference_accuracy,
+    preference_credit,
+)
+from clipbench.metrics.uncertainty import Outcome
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
@@ -135,19 +142,27 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
     scorers = _usable_scorers(cfg, has_refs)
     metrics: dict[str, float] = {}
     metric_n: dict[str, int] = {}
+    outcomes: dict[str, Outcome] = {}
+    item_ids = keep.astype(str)
+    image_of = [it.image_id for it in kept]
     for s in scorers:  # corpus means: clip_s_w2.5, refclip_s_w2.5, length (words)
         metrics[score_name(s, cfg.weight)] = float(np.mean(scores[s])) if len(kept) else float("nan")
+        outcomes[score_name(s, cfg.weight)] = Outcome(scores[s], cluster=image_of, sample_id=item_ids)
     n_judgments = len(kept)
     if dataset.protocol == "kendall":
         variant = dataset.tau_variant
         ratings = [it.ratings for it in kept]
         n_judgments = sum(len(r) for r in ratings)
+        item_of_judgment = np.repeat(np.arange(len(kept)), [len(r) for r in ratings])  # judgments of one caption resample together
+        judgment_ids = [f"{item_ids[i]}:{j}" for i, r in enumerate(ratings) for j in range(len(r))]
         for s in scorers:
             x, y = expand_judgments(scores[s], ratings)
             tau = kendall_tau(x, y, variant)
-            metrics[f"{score_name(s, cfg.weight)}_kendall_tau_{variant}"] = tau
-            if s == cfg.scorer:
-                metrics[f"kendall_tau_{variant}"] = tau
+            names = [f"{score_name(s, cfg.weight)}_kendall_tau_{variant}"] + ([f"kendall_tau_{variant}"] if s == cfg.scorer else [])
+            outcome = Outcome(x, f"kendall_{variant}", group=y, cluster=item_of_judgment, sample_id=judgment_ids)
+            for name in names:
+                metrics[name] = tau
+                outcomes[name] = outcome
         metric_n.update({m: n_judgments for m in metrics if "kendall" in m})
     metrics["truncated_captions"] = float(enc.truncated)
     skip_reasons = {"missing or unreadable image": len(items) - len(kept), "empty caption": empty_candidates}
@@ -177,6 +192,7 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
         skipped=skipped,
         skip_reasons={k: v for k, v in skip_reasons.items() if v},
         predictions=predictions,
+        outcomes=outcomes,
         extra={"images_skipped": enc.images_skipped, "scorer": cfg.scorer, "ref_clamp": cfg.ref_clamp},
     )
 
@@ -200,6 +216,7 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
     totals = np.asarray([len(p.winners) for p in kept])
     categories = np.asarray([p.category for p in kept])
     accuracy: dict[str, list[np.ndarray]] = {s: [] for s in scorers}
+    credits: dict[str, list[np.ndarray]] = {s: [] for s in scorers}  # per draw, per pair
     for draw in range(dataset.draws):
         rng = np.random.default_rng([ctx.seed, draw])
         labels = majority_labels(votes_b, totals, rng)
@@ -210,12 +227,16 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
         scores = _scores(cos, ref_cos, [candidates[r] for r in rows], cfg)
         for s in scorers:
             a, b = scores[s][0::2], scores[s][1::2]
+            credits[s].append(preference_credit(a, b, labels))
             accuracy[s].append(np.asarray([preference_accuracy(a[categories == c], b[categories == c], labels[categories == c])
                                            for c in PASCAL_CATEGORIES.values()]))
     metrics: dict[str, float] = {}
     metric_n: dict[str, int] = {}
+    outcomes: dict[str, Outcome] = {}
+    pair_ids = keep.astype(str)
     counts = {c: int((categories == c).sum()) for c in PASCAL_CATEGORIES.values()}
     for s in scorers:
+        credit = np.mean(credits[s], axis=0) if credits[s] else np.zeros(len(kept))  # averaged over the draws
         per_category = np.mean(accuracy[s], axis=0) if accuracy[s] else np.full(4, np.nan)
         values = dict(zip(PASCAL_CATEGORIES.values(), per_category.tolist()))
         values["mean"] = float(np.nanmean(per_category)) if not np.isnan(per_category).all() else float("nan")
@@ -224,6 +245,11 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
             for name in names:
                 metrics[name] = v
                 metric_n[name] = counts.get(c, len(kept))
+                if c == "mean":
+                    outcomes[name] = Outcome(credit, "mean_of_groups", group=categories, sample_id=pair_ids)
+                elif counts[c]:
+                    in_category = categories == c
+                    outcomes[name] = Outcome(credit[in_category], sample_id=pair_ids[in_category])
     metrics["truncated_captions"] = float(enc.truncated)
     metric_n["truncated_captions"] = enc.texts
     skipped = len(pairs) - len(kept)
@@ -248,6 +274,7 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
         skipped=skipped,
         skip_reasons={"missing or unreadable image": skipped} if skipped else {},
         predictions=predictions,
+        outcomes=outcomes,
         extra={"images_skipped": enc.images_skipped, "scorer": cfg.scorer, "draws": dataset.draws},
     )
 

@@ -35,7 +35,12 @@ from clipbench.data.projection import (
 )
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
-from clipbench.metrics.classification import mean_per_class_recall, per_class_recall, topk_accuracy
+from clipbench.metrics.classification import (
+    classification_outcomes,
+    mean_per_class_recall,
+    per_class_recall,
+    topk_accuracy,
+)
 from clipbench.models.text_cache import zero_shot_classifier
 from clipbench.runtime import Throughput, synchronize
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
@@ -336,6 +341,8 @@ def evaluate(model, dataset, method, cfg: PointCloudTaskConfig, ctx: RunContext)
     preds = logits.argmax(dim=1) if len(logits) else torch.empty(0, dtype=torch.long)
     metrics = _classification_metrics(logits, test.targets, cfg.topk)
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, test.targets, num_classes)
+    ids = test.indices.tolist()
+    outcomes = classification_outcomes(logits, test.targets, cfg.topk, ids)
     extra: dict[str, Any] = {
         "projection": cfg.projection, "num_views": n_views, "view_weights": fixed, "padded_clouds": test.padded,
         "projection_seconds": encoder.projection_seconds,
@@ -351,6 +358,8 @@ def evaluate(model, dataset, method, cfg: PointCloudTaskConfig, ctx: RunContext)
         )
         searched_logits = view_logits(test.cosines, torch.tensor(searched), scale)
         metrics |= _classification_metrics(searched_logits, test.targets, cfg.topk, "_searched_weights")
+        searched_outcomes = classification_outcomes(searched_logits, test.targets, cfg.topk, ids, "_searched_weights")
+        outcomes |= {m: o for m, o in searched_outcomes.items() if m in metrics}
         extra["searched_view_weights"] = searched
         extra["view_weight_search"] = {
             "split": cfg.search_split, "n": len(held_out.targets), "skipped": held_out.skipped,
@@ -380,6 +389,7 @@ def evaluate(model, dataset, method, cfg: PointCloudTaskConfig, ctx: RunContext)
         skip_reasons=test.skip_reasons,
         predictions=predictions,
         tables={"per_view_accuracy": per_view, "per_class_accuracy": per_class},
+        outcomes=outcomes,
         extra=extra,
     )
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import box_iou, clip_box, is_malformed
+from clipbench.metrics.uncertainty import Outcome
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
@@ -105,7 +106,7 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
     scale = model.logit_scale
     meter = Throughput(ctx.device)
     skips: Counter[str] = Counter()
-    predictions, correct = [], []
+    predictions, correct, sentence_ids, image_ids = [], [], [], []
     bar = tqdm(total=sum(len(s) for _, s in work), desc="rec", disable=not ctx.progress, unit="sent")
 
     def flush(batch):
@@ -145,6 +146,8 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
         else:
             hit = box_iou(pred_box, gold_box) > cfg.iou_threshold
         correct.append(hit)
+        sentence_ids.append(str(sentence.sample_id))
+        image_ids.append(str(entry.image_id))
         if ctx.save_predictions:
             scores: list[float | None] = [None] * len(entry.proposals)
             for (i, _), v in zip(valid, column.tolist()):
@@ -186,6 +189,7 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
         skipped=skipped,
         skip_reasons=dict(skips),
         predictions=predictions if ctx.save_predictions else None,
+        outcomes={"accuracy": Outcome(correct, cluster=image_ids, sample_id=sentence_ids)},  # sentences of one image resample together
         extra={"split": dataset.split, "gold_proposals": dataset.gold_proposals, "dropped_proposals": dropped_boxes},
     )
 

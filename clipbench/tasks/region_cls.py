@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
-from clipbench.metrics.classification import mean_per_class_recall, topk_accuracy
+from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, topk_accuracy
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 from clipbench.tasks.rec import prefetched
@@ -98,6 +98,7 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
         skipped=sum(skips.values()) - dropped,
         skip_reasons=dict(skips),
         predictions=predictions,
+        outcomes=classification_outcomes(logits, target, cfg.topk, ids),
         extra={"dropped_boxes": dropped, "templates": templates},
     )
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
-from clipbench.metrics.retrieval import retrieval_metrics
+from clipbench.metrics.retrieval import retrieval_metrics, retrieval_outcomes
 from clipbench.models.text_cache import cached, text_features
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
@@ -118,10 +118,8 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     skipped = sum(skip_reasons.values())
     skip_reasons["empty caption (dropped, not an image)"] = getattr(dataset, "empty_captions", 0)
     n_images, n_texts = int(usable.sum()), int(keep_text.sum())
-    if n_images:
-        metrics = retrieval_metrics(images[usable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
-    else:
-        metrics = {}
+    ranked = (images[usable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
+    metrics = retrieval_metrics(*ranked) if n_images else {}
     metric_n = {m: n_texts if m.startswith("image_retrieval") else n_images for m in metrics}
     return TaskResult(
         metrics=metrics,
@@ -130,6 +128,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         throughput=meter,
         skipped=skipped,
         skip_reasons={k: v for k, v in skip_reasons.items() if v},
+        outcomes=retrieval_outcomes(*ranked) if n_images else {},
         extra={"gallery_images": n_images, "captions": n_texts},
     )
 

@@ -13,7 +13,12 @@ from tqdm.auto import tqdm
 from clipbench.data.loading import image_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.methods.base import prior_box
-from clipbench.metrics.classification import mean_per_class_recall, per_class_recall, topk_accuracy
+from clipbench.metrics.classification import (
+    classification_outcomes,
+    mean_per_class_recall,
+    per_class_recall,
+    topk_accuracy,
+)
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
@@ -93,6 +98,7 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
         skip_reasons={"unreadable image": skipped} if skipped else {},
         predictions=predictions,
         tables={"per_class_accuracy": per_class},
+        outcomes=classification_outcomes(logits, targets, cfg.topk, indices.long().tolist()),
     )
 
 

@@ -1,0 +1,34 @@
+"""The terminal tables: a run's rows with their intervals, and the compact end-of-sweep summary."""
+
+import pandas as pd
+
+from clipbench.logging.results import RESULT_COLUMNS
+from clipbench.logging.table import SUMMARY_COLUMNS, format_table, sweep_summary, with_intervals
+
+
+def _rows(run_id, alpha, skipped=0.0, **kw):
+    base = dict.fromkeys(RESULT_COLUMNS, "")
+    base.update(run_id=run_id, task="rec", dataset="refcoco", split="val", model_arch="toyclip", method="falip",
+                method_params=f'{{"alpha": {alpha}, "sigma": 100.0}}', task_params='{"name": "rec"}',
+                dataset_params='{"split": "val"}', **kw)
+    return [base | {"metric": "accuracy", "value": 0.5 + alpha, "ci_low": 0.45 + alpha, "ci_high": 0.55 + alpha},
+            base | {"metric": "skipped", "value": skipped}]
+
+
+def test_run_table_shows_value_with_its_interval():
+    rows = _rows("a", 0.1)
+    text = format_table(with_intervals(rows), SUMMARY_COLUMNS)
+    assert "0.6000 [0.5500, 0.6500]" in text
+
+
+def test_sweep_summary_is_one_row_per_run_with_the_differing_settings():
+    frame = pd.DataFrame(_rows("a", 0.1, method_config="falip_subtract") + _rows("b", 0.4, method_config="falip_subtract"))
+    text = sweep_summary(frame)
+    body = [line for line in text.splitlines() if line.startswith("| refcoco")]
+    assert len(body) == 2
+    assert "alpha=0.1" in body[0] and "alpha=0.4" in body[1] and "sigma" not in text  # only what differs
+    assert "falip_subtract" in body[0] and "skipped" not in text  # config name; no all-zero skipped column
+    assert "0.6000 [0.5500, 0.6500]" in body[0]
+    with_skips = sweep_summary(pd.DataFrame(_rows("a", 0.1) + _rows("b", 0.4, skipped=3.0)))
+    run_b = next(line for line in with_skips.splitlines() if "alpha=0.4" in line)
+    assert "skipped" in with_skips and run_b.rstrip(" |").endswith("3")
