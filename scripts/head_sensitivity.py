@@ -39,7 +39,7 @@ from clipbench.models import load_model
 from clipbench.models.attention import cls_attention
 
 PROMPTS = {
-    "red_circle": lambda image, box: draw_ellipses(image, [box], RED, falip_line_width(*image.size)),
+    "red_circle": lambda image, box: draw_ellipses(image, [box], RED, falip_line_width(*image.size, min_width=1)),
     "red_circle_falip": lambda image, box: red_circle_falip(image, [box]),
 }
 

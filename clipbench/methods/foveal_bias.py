@@ -129,17 +129,22 @@ def image_transform(loaded, resize: str):
         return loaded.preprocess
     if resize != "square":
         raise ConfigError("method.resize", f"{resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
-    normalize = next((t for t in getattr(loaded.preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
-    if normalize is None:
-        visual = loaded.model.visual
-        normalize = transforms.Normalize(visual.image_mean, visual.image_std)
     size = loaded.geometry.image_size
     return transforms.Compose([
         _to_rgb,
         transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(),
-        normalize,
+        model_normalize(loaded),
     ])
+
+
+def model_normalize(loaded) -> transforms.Normalize:
+    """The mean/std normalisation of the model's own preprocessing."""
+    normalize = next((t for t in getattr(loaded.preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
+    if normalize is None:
+        visual = loaded.model.visual
+        normalize = transforms.Normalize(visual.image_mean, visual.image_std)
+    return normalize
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
