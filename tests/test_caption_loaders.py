@@ -110,6 +110,46 @@ def official_crowdflower_index(root: Path) -> dict:
     return all_index
 
 
+def official_expert_judgments(root: Path) -> list[tuple]:
+    """download.py, the Expert part: a candidate whose text is one of the image's references is skipped."""
+    import collections
+
+    flickr8k_image2ann, captionid2caption = collections.defaultdict(list), {}
+    with open(root / FLICKR8K_TOKENS) as f:
+        for line in f:
+            image, ann = line.strip().split("\t")
+            flickr8k_image2ann[image.split("#")[0]].append(ann)
+            captionid2caption[image] = ann
+    flickr8k_image2ann = {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}
+    out = []
+    with open(root / FLICKR8K_EXPERT) as f:
+        for line in f:
+            image_id, caption_id, ex1, ex2, ex3 = line.strip().split("\t")
+            caption = captionid2caption[caption_id]
+            if caption in flickr8k_image2ann[image_id.split(".")[0]]:
+                continue
+            refs = flickr8k_image2ann[image_id.split(".")[0]]
+            out += [(image_id.split(".")[0], caption, float(e), refs) for e in (ex1, ex2, ex3)]
+    return out
+
+
+def assert_expert_matches_the_official_judgments(root: Path):
+    items = read_flickr8k_judgments(root / FLICKR8K_EXPERT, read_caption_tokens(root / FLICKR8K_TOKENS), "expert")
+    assert [(it.image_id, it.candidate, r, it.references) for it in items for r in it.ratings] == official_expert_judgments(root)
+
+
+@needs_real
+def test_real_flickr8k_expert_matches_the_official_protocol():
+    assert_expert_matches_the_official_judgments(REAL)
+
+
+def test_expert_skips_a_candidate_by_its_text(tmp_path):
+    captions = {"1_a.jpg": ["a cat", "a dog"], "2_b.jpg": ["a dog", "a car"]}
+    write_flickr8k(tmp_path, captions, expert=[("1_a.jpg", "2_b.jpg#0", [1, 2, 1]), ("1_a.jpg", "2_b.jpg#1", [3, 3, 4])])
+    assert_expert_matches_the_official_judgments(tmp_path)
+    assert [it.candidate for it in read_flickr8k_judgments(tmp_path / FLICKR8K_EXPERT, read_caption_tokens(tmp_path / FLICKR8K_TOKENS), "expert")] == ["a car"]
+
+
 def assert_crowdflower_matches_the_official_index(root: Path):
     items = read_flickr8k_judgments(root / FLICKR8K_CF, read_caption_tokens(root / FLICKR8K_TOKENS), "crowdflower")
     official = [(image, j["caption"], j["rating"], v["ground_truth"]) for image, v in official_crowdflower_index(root).items()

@@ -312,3 +312,27 @@ def test_clip_square_input_is_an_option(tiny_model):
     square = build("clip", tiny_model, resize="square")
     expected = tiny_model.encode_image(official_square_preprocess(tiny_model)(image)[None])[0]
     assert not square.region_free and torch.allclose(square.encode_regions([image], [[[]]])[0][0], expected, atol=1e-5)
+
+
+def official_crop(image, box):
+    return image.copy().crop(list(clamped(box, image)))
+
+
+def official_shade(image, box):
+    tint = (240, 0, 30)
+    image_i = image.copy().convert("RGBA")
+    overlay = Image.new("RGBA", image_i.size, tint + (0,))
+    draw = ImageDraw.Draw(overlay)
+    box = clamped(box, image_i)
+    draw.rectangle((tuple(box[:2]), tuple(box[2:])), fill=tint + (127,))
+    return Image.alpha_composite(image_i, overlay).convert("RGB")
+
+
+@pytest.mark.parametrize("size, box", CASES)
+def test_crop_and_shade_match_reclip(size, box):
+    image = noise(*size, seed=4)
+    box = clamped(box, image)
+    assert np.array_equal(np.asarray(shade_boxes(image, [box])), np.asarray(official_shade(image, box)))
+    official = official_crop(image, box)
+    if min(official.size) > 0:  # a sub-pixel box rounds to nothing in PIL; clipbench keeps one pixel
+        assert np.array_equal(np.asarray(crop_image(image, box)), np.asarray(official))
