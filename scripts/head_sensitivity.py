@@ -2,7 +2,7 @@
 when a red circle is drawn around it, against the plain image.
 
 For every image+box, the CLS query's softmax attention of every block and head is taken on the plain image
-and on the image with the red ellipse inscribed in the box (line width max(W, H)/200, clipbench's
+and on the image with the red ellipse inscribed in the box (line width int(max(W, H)/200), at least 1, clipbench's
 ``visual_prompts.draw_ellipses``; ``--prompt red_circle_falip`` also blurs outside the ellipse). The mass
 inside the box sums the attention over the box's patch tokens (FALIP's own box -> patch mapping and
 resize). Per (layer, head) the script writes the mean plain mass, prompted mass, their difference
