@@ -159,7 +159,7 @@ def test_subtract_end_to_end(model, refer_data):
     image = Image.open(images / file_name(103)).convert("RGB")
     bank = [f"a photo of {t.lower()}" for _, _, split, sents in REFS.values() if split == "val" for t in sents]
     for k, (_, _, box) in enumerate(SCENES[103][1]):
-        mean_bank = sum(logit(model, image.crop(xywh_to_xyxy(box)), t) for t in bank) / len(bank)
+        mean_bank = sum(logit(model, image.crop(xywh_to_xyxy(box)), t, square=True) for t in bank) / len(bank)
         shift = json.loads(sub[4]["scores"])[k] - json.loads(plain[4]["scores"])[k]
         assert shift == pytest.approx(-mean_bank, abs=5e-4)
 
@@ -267,8 +267,8 @@ def test_model_ensemble_sums_the_models_logits(model, refer_data, tmp_path):
     image = Image.open(images / file_name(103)).convert("RGB")
     row = rows[4]  # 14:1004 "blue square"
     expected = [
-        logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue square")
-        + logit(other, image.crop(xywh_to_xyxy(box)), "a photo of blue square")
+        logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue square", square=True)
+        + logit(other, image.crop(xywh_to_xyxy(box)), "a photo of blue square", square=True)
         for _, _, box in SCENES[103][1]
     ]
     assert json.loads(row["scores"]) == pytest.approx(expected, abs=5e-4)
