@@ -336,3 +336,9 @@ def test_crop_and_shade_match_reclip(size, box):
     official = official_crop(image, box)
     if min(official.size) > 0:  # a sub-pixel box rounds to nothing in PIL; clipbench keeps one pixel
         assert np.array_equal(np.asarray(crop_image(image, box)), np.asarray(official))
+
+
+def test_falip_input_is_the_official_square_preprocess(tiny_model):
+    image = noise(449, 448, seed=5)
+    falip = build("falip", tiny_model, layers=[0])
+    assert torch.allclose(falip.transform(image), official_square_preprocess(tiny_model)(image), atol=1e-6, rtol=0)
