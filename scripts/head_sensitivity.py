@@ -2,7 +2,7 @@
 when a red circle is drawn around it, against the plain image.
 
 For every image+box, the CLS query's softmax attention of every block and head is taken on the plain image
-and on the image with the red ellipse inscribed in the box (line width max(W, H)/200, clipbench's
+and on the image with the red ellipse inscribed in the box (line width int(max(W, H)/200), at least 1, clipbench's
 ``visual_prompts.draw_ellipses``; ``--prompt red_circle_falip`` also blurs outside the ellipse). The mass
 inside the box sums the attention over the box's patch tokens (FALIP's own box -> patch mapping and
 resize). Per (layer, head) the script writes the mean plain mass, prompted mass, their difference
@@ -39,7 +39,7 @@ from clipbench.models import load_model
 from clipbench.models.attention import cls_attention
 
 PROMPTS = {
-    "red_circle": lambda image, box: draw_ellipses(image, [box], RED, falip_line_width(*image.size)),
+    "red_circle": lambda image, box: draw_ellipses(image, [box], RED, falip_line_width(*image.size, min_width=1)),
     "red_circle_falip": lambda image, box: red_circle_falip(image, [box]),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from pathlib import Path
@@ -82,17 +83,100 @@ def test_real_flickr8k_registered_datasets(tmp_path):
     assert (data.tau_variant, len(data.items), sum(len(it.ratings) for it in data.items)) == ("b", 47830, 47830)
 
 
+def official_crowdflower_index(root: Path) -> dict:
+    """jmhessel/clipscore flickr8k_example/download.py, the CrowdFlower part, step by step."""
+    import collections
+
+    flickr8k_image2ann = collections.defaultdict(list)
+    captionid2caption = {}
+    with open(root / FLICKR8K_TOKENS) as f:
+        for line in f:
+            image, ann = line.strip().split("\t")
+            flickr8k_image2ann[image.split("#")[0]].append(ann)
+            captionid2caption[image] = ann
+    flickr8k_image2ann = {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}
+    all_8k_crowdflower = []
+    with open(root / FLICKR8K_CF) as f:
+        for line in f:
+            image_id, caption_id, yes_prec, n_yes, n_no = line.strip().split("\t")
+            all_8k_crowdflower.append({"image_id": image_id, "caption": captionid2caption[caption_id], "yes_prec": float(yes_prec)})
+    all_index = {}
+    for d in all_8k_crowdflower:
+        if d["image_id"] not in all_index:
+            all_index[d["image_id"]] = {"human_judgement": [], "ground_truth": list(flickr8k_image2ann[d["image_id"].split(".")[0]])}
+        if d["caption"] in all_index[d["image_id"]]["ground_truth"]:
+            all_index[d["image_id"]]["ground_truth"].remove(d["caption"])
+        all_index[d["image_id"]]["human_judgement"].append({"caption": d["caption"], "rating": d["yes_prec"]})
+    return all_index
+
+
+def official_expert_judgments(root: Path) -> list[tuple]:
+    """download.py, the Expert part: a candidate whose text is one of the image's references is skipped."""
+    import collections
+
+    flickr8k_image2ann, captionid2caption = collections.defaultdict(list), {}
+    with open(root / FLICKR8K_TOKENS) as f:
+        for line in f:
+            image, ann = line.strip().split("\t")
+            flickr8k_image2ann[image.split("#")[0]].append(ann)
+            captionid2caption[image] = ann
+    flickr8k_image2ann = {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}
+    out = []
+    with open(root / FLICKR8K_EXPERT) as f:
+        for line in f:
+            image_id, caption_id, ex1, ex2, ex3 = line.strip().split("\t")
+            caption = captionid2caption[caption_id]
+            if caption in flickr8k_image2ann[image_id.split(".")[0]]:
+                continue
+            refs = flickr8k_image2ann[image_id.split(".")[0]]
+            out += [(image_id.split(".")[0], caption, float(e), refs) for e in (ex1, ex2, ex3)]
+    return out
+
+
+def assert_expert_matches_the_official_judgments(root: Path):
+    items = read_flickr8k_judgments(root / FLICKR8K_EXPERT, read_caption_tokens(root / FLICKR8K_TOKENS), "expert")
+    assert [(it.image_id, it.candidate, r, it.references) for it in items for r in it.ratings] == official_expert_judgments(root)
+
+
 @needs_real
-def test_real_flickr8k_cf_counts(real_tokens):
-    items = read_flickr8k_judgments(REAL / FLICKR8K_CF, real_tokens, "crowdflower")
-    assert len(items) == 47830
-    own = [it for it in items if it.candidate_id.split("#")[0] == f"{it.image_id}.jpg"]
-    assert len(own) == 721  # kept, with the candidate removed from its references
-    for it in own:  # removed by caption id: a duplicate text elsewhere in the five stays
-        image, k = it.candidate_id.split("#")
-        assert it.references == [c for j, c in sorted(real_tokens[image].items()) if j != int(k)]
-    assert all(len(it.ratings) == 1 and 0 <= it.ratings[0] <= 1 for it in items)
+def test_real_flickr8k_expert_matches_the_official_protocol():
+    assert_expert_matches_the_official_judgments(REAL)
+
+
+def test_expert_skips_a_candidate_by_its_text(tmp_path):
+    captions = {"1_a.jpg": ["a cat", "a dog"], "2_b.jpg": ["a dog", "a car"]}
+    write_flickr8k(tmp_path, captions, expert=[("1_a.jpg", "2_b.jpg#0", [1, 2, 1]), ("1_a.jpg", "2_b.jpg#1", [3, 3, 4])])
+    assert_expert_matches_the_official_judgments(tmp_path)
+    assert [it.candidate for it in read_flickr8k_judgments(tmp_path / FLICKR8K_EXPERT, read_caption_tokens(tmp_path / FLICKR8K_TOKENS), "expert")] == ["a car"]
+
+
+def assert_crowdflower_matches_the_official_index(root: Path):
+    items = read_flickr8k_judgments(root / FLICKR8K_CF, read_caption_tokens(root / FLICKR8K_TOKENS), "crowdflower")
+    official = [(image, j["caption"], j["rating"], v["ground_truth"]) for image, v in official_crowdflower_index(root).items()
+                for j in v["human_judgement"]]
+    ours = sorted((f"{it.image_id}.jpg", it.candidate, it.ratings[0], it.references) for it in items)
+    assert ours == sorted(official)
+    return items
+
+
+@needs_real
+def test_real_flickr8k_cf_references_match_the_official_protocol():
+    items = assert_crowdflower_matches_the_official_index(REAL)
+    assert len(items) == 47830 and all(len(it.ratings) == 1 and 0 <= it.ratings[0] <= 1 for it in items)
     assert items[0].ratings == [1.0]
+    per_image = {it.image_id: len(it.references) for it in items}
+    assert sorted(collections.Counter(per_image.values()).items()) == [(3, 2), (4, 719), (5, 279)]
+
+
+def test_crowdflower_references_are_the_images_shared_reduced_list(tmp_path):
+    # image 1 rates its own caption #1, a caption of image 2 whose text equals its own #3 (both removed from
+    # every one of its judgments, the duplicate "a dog" once), and an unrelated caption
+    captions = {"1_a.jpg": ["a cat", "a dog", "a dog", "a bird", "a fish"], "2_b.jpg": ["a bird", "a car", "a bus", "a van", "a man"]}
+    rows = [("1_a.jpg", "2_b.jpg#1", 1, 2), ("1_a.jpg", "1_a.jpg#1", 3, 0), ("1_a.jpg", "2_b.jpg#0", 0, 3), ("2_b.jpg", "1_a.jpg#4", 1, 1)]
+    write_flickr8k(tmp_path, captions, crowdflower=rows)
+    items = assert_crowdflower_matches_the_official_index(tmp_path)
+    assert [it.references for it in items[:3]] == [["a cat", "a dog", "a fish"]] * 3
+    assert items[3].references == captions["2_b.jpg"]
 
 
 def test_malformed_rating_line_names_file_and_line(tmp_path):

@@ -59,3 +59,11 @@ def test_every_paper_table_has_an_experiment():
 def test_experiment_keys_override_the_primary_config():
     assert _compose(["experiment=toy_default"]).num_workers == 0
     assert _compose(["experiment=toy_default", "num_workers=3"]).num_workers == 3  # the command line still wins
+
+
+@pytest.mark.parametrize("name", ["falip_rec", "falip_region_cls", "toy_falip_rec", "toy_falip_region_cls", "toy_default"])
+def test_falip_tables_feed_every_method_the_same_square_input(name):
+    for job in _jobs(name):
+        cfg = _compose(job)
+        if cfg.task.name in ("rec", "region_cls", "zeroshot"):
+            assert cfg.method.resize == "square", job

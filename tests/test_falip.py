@@ -89,16 +89,59 @@ def test_patch_index_official_formula():
     assert [patch_index(v, 16) for v in (0, 1, 16, 16.5, 32, 223, 224)] == [0, 0, 0, 1, 1, 13, 13]
 
 
-def test_box_to_patches_reproduces_the_exclusive_column_end():
-    # cols: ceil(40/16)-1 = 2 .. ceil(120/16)-1 = 7 (7 excluded); rows: ceil(50/16)-1 = 3 .. ceil(180/16)-1 = 11
-    weights = box_patch_weights((40, 50, 120, 180), B16, alpha=0.2)
-    rows, cols = torch.nonzero(weights, as_tuple=True)
-    assert sorted(set(rows.tolist())) == list(range(3, 12))
-    assert sorted(set(cols.tolist())) == [2, 3, 4, 5, 6]
-    # the Gaussian spans 9 x 6 patches, centre between columns 4 and 5: d^2 runs from 0.25 to 16 + 6.25
-    expected_centre = [0.2 * (22.25 - d2) / 22 for d2 in (6.25, 2.25, 0.25, 0.25, 2.25)]
-    assert weights[7, 2:7].tolist() == pytest.approx(expected_centre, abs=2e-3)
-    assert box_patch_weights((40, 50, 47, 180), B16, 0.2).sum() == 0  # one patch column: nothing written
+def official_falip_mask(box, width: int, height: int, v: float = 0.2) -> torch.Tensor:
+    """pumpkin805/FALIP executor.py for ViT-B/16: the box clamped to the image, transform_box2token_base,
+    generate_gaussian_mask_region and the ``mask[0, j[0]:j[1]] = gauss[index]`` loop, step by step."""
+    box = (max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height))
+    size = 224
+    scale0, scale1 = size / width, size / height
+    x0, y0 = min(box[0] * scale0, size), min(box[1] * scale1, size)
+    x1, y1 = min(box[2] * scale0, size), min(box[3] * scale1, size)
+    start = max(math.ceil(x0 / 16), 1) - 1 + (max(math.ceil(y0 / 16), 1) - 1) * 14 + 1
+    end = max(math.ceil(x1 / 16), 1) + (max(math.ceil(y0 / 16), 1) - 1) * 14 + 1
+    h = (max(math.ceil(y1 / 16), 1) - 1) - (max(math.ceil(y0 / 16), 1) - 1)
+    list_se = [(start, end)]
+    for i in range(h):
+        list_se.append((list_se[i][0] + 14, list_se[i][1] + 14))
+    shape, (cy, cx) = (h + 1, end - start), (h / 2, (end - start - 1) / 2)
+    gauss = np.zeros(shape, dtype=np.float32)
+    for x in range(shape[1]):
+        for y in range(shape[0]):
+            gauss[y, x] = np.exp(-0.5 * (np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / 100) ** 2)
+    gauss = torch.from_numpy((gauss - gauss.min() + 0.000001) / (gauss.max() + 0.000001 - gauss.min()) * v)
+    mask = torch.zeros(197, 197)
+    for index, j in enumerate(list_se):
+        mask[0, j[0] : j[1]] = gauss[index]
+    return mask
+
+
+OFFICIAL_CASES = [
+    ((224, 224), (20, 40, 70, 60)),  # the worked example: tokens 30..33 and 44..47
+    ((224, 224), (40, 50, 47, 180)),  # within one patch column
+    ((224, 224), (0, 0, 224, 224)),  # the whole image
+    ((150, 120), (10.5, 7.25, 80.75, 119.9)),  # under 200 px, fractional
+    ((150, 120), (140, 100, 150, 120)),  # touching the bottom-right border
+    ((449, 448), (0, 0, 17.3, 448)),  # odd size, touching the left and both horizontal borders
+    ((449, 448), (200.2, 200.4, 200.6, 200.9)),  # sub-pixel
+    ((640, 480), (300, -5, 700, 250)),  # partly outside the image
+    ((640, 480), (33, 71, 402, 333)),
+]
+
+
+@pytest.mark.parametrize("size, box", OFFICIAL_CASES)
+def test_box_to_patches_matches_the_official_mask(size, box):
+    weights = region_patch_weights([box], *size, B16, "square", 0.2)
+    ours = bias_from_patch_weights(weights[None], "cls")[0]
+    official = official_falip_mask(box, *size)
+    assert torch.equal(ours != 0, official != 0)
+    assert torch.allclose(ours, official, atol=1e-7, rtol=0)
+
+
+def test_box_to_patches_writes_the_last_column():
+    # the worked example of the official mapping: c0 = 1 .. c1 = 4 inclusive, r0 = 2 .. r1 = 3
+    tokens = torch.nonzero(bias_from_patch_weights(box_patch_weights((20, 40, 70, 60), B16, 0.2)[None])[0, 0])
+    assert tokens.flatten().tolist() == [30, 31, 32, 33, 44, 45, 46, 47]
+    assert torch.count_nonzero(box_patch_weights((40, 50, 47, 180), B16, 0.2)[:, 2]) == 9  # one column: 9 rows
 
 
 def test_square_and_center_crop_box_mapping():

@@ -27,7 +27,7 @@ def write_fixture(tmp_path):
     boxes = {}
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(images / f"im{i}.png")
-        boxes[f"im{i}.png"] = [[0, 0, 32, 32]]  # square resize to 32: input box (0,0,16,16) -> patches (0..1, 0)
+        boxes[f"im{i}.png"] = [[0, 0, 32, 32]]  # square resize to 32: input box (0,0,16,16) -> patches (0..1, 0..1)
     boxes["im0.png"].append([16, 16, 64, 64])
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     return images, tmp_path / "boxes.json"
@@ -50,14 +50,14 @@ def test_head_sensitivity_script(tmp_path):
     assert len(table) == 3 * 3 and set(table["n"]) == {4}
     assert (out / "head_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
-    # independent: mean CLS mass over tokens of patches (0,0) and (1,0) for the three [0,0,32,32] boxes,
-    # plus, for im0's [16,16,64,64] -> (8,8,32,32): ceil(8/8)-1 = 0, so rows 0..3 x cols 0..2 (column 3 excluded)
+    # independent: mean CLS mass over tokens of patches (0..1, 0..1) for the three [0,0,32,32] boxes,
+    # plus, for im0's [16,16,64,64] -> (8,8,32,32): ceil(8/8)-1 = 0 .. ceil(32/8)-1 = 3, so rows and cols 0..3
     transform = image_transform(loaded, "square")
     masses = {"plain": [], "prompt": []}
     for name, box_list in json.loads(boxes.read_text()).items():
         image = Image.open(images / name).convert("RGB")
         for box in box_list:
-            tokens = [1, 5] if box == [0, 0, 32, 32] else [1 + r * 4 + c for r in range(4) for c in range(3)]
+            tokens = [1, 2, 5, 6] if box == [0, 0, 32, 32] else [1 + r * 4 + c for r in range(4) for c in range(4)]
             batch = torch.stack([transform(image), transform(draw_ellipses(image, [box], RED, 1))])
             maps = cls_attention(loaded, batch)[..., tokens].sum(-1)
             masses["plain"].append(maps[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from conftest import TINY_ARCH, base_args, run_cli
 from PIL import Image
 from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_images
+from torchvision import transforms
 
 from clipbench.data.refer import write_refer
 from clipbench.metrics.boxes import box_iou, clip_box, expand_box, union_box, xywh_to_xyxy
@@ -79,10 +81,14 @@ def independent_model():
     return load_model(TINY_ARCH, None, "fp32", "cpu", reuse=False)
 
 
-def logit(model, image: Image.Image, text: str) -> float:
-    """logit_scale * cos, straight from open_clip."""
+def logit(model, image: Image.Image, text: str, square: bool = False) -> float:
+    """logit_scale * cos, straight from open_clip; ``square``: ReCLIP's input (``transforms[0] = Resize((S, S))``)."""
+    preprocess = copy.deepcopy(model.preprocess)
+    size = model.geometry.image_size
+    if square:
+        preprocess.transforms[0] = transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC)
     with torch.no_grad():
-        img = model.model.encode_image(model.preprocess(image).unsqueeze(0))
+        img = model.model.encode_image(preprocess(image).unsqueeze(0))
         txt = model.model.encode_text(model.tokenizer([text]))
     return float(model.model.logit_scale.exp().detach() * torch.nn.functional.cosine_similarity(img, txt))
 
@@ -103,7 +109,7 @@ def test_rec_end_to_end_with_crop(tmp_path, refer_data):
     model = independent_model()
     row = rows[2]  # 12:1002, "blue box", image 101
     image = Image.open(images / file_name(101)).convert("RGB")
-    expected = [logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue box") for _, _, box in SCENES[101][1]]
+    expected = [logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue box", square=True) for _, _, box in SCENES[101][1]]
     assert json.loads(row["scores"]) == pytest.approx(expected, abs=2e-4)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     correct = sum(r["pred"] == r["target"] for r in rows)
@@ -153,7 +159,7 @@ def test_subtract_end_to_end(model, refer_data):
     image = Image.open(images / file_name(103)).convert("RGB")
     bank = [f"a photo of {t.lower()}" for _, _, split, sents in REFS.values() if split == "val" for t in sents]
     for k, (_, _, box) in enumerate(SCENES[103][1]):
-        mean_bank = sum(logit(model, image.crop(xywh_to_xyxy(box)), t) for t in bank) / len(bank)
+        mean_bank = sum(logit(model, image.crop(xywh_to_xyxy(box)), t, square=True) for t in bank) / len(bank)
         shift = json.loads(sub[4]["scores"])[k] - json.loads(plain[4]["scores"])[k]
         assert shift == pytest.approx(-mean_bank, abs=5e-4)
 
@@ -261,8 +267,8 @@ def test_model_ensemble_sums_the_models_logits(model, refer_data, tmp_path):
     image = Image.open(images / file_name(103)).convert("RGB")
     row = rows[4]  # 14:1004 "blue square"
     expected = [
-        logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue square")
-        + logit(other, image.crop(xywh_to_xyxy(box)), "a photo of blue square")
+        logit(model, image.crop(xywh_to_xyxy(box)), "a photo of blue square", square=True)
+        + logit(other, image.crop(xywh_to_xyxy(box)), "a photo of blue square", square=True)
         for _, _, box in SCENES[103][1]
     ]
     assert json.loads(row["scores"]) == pytest.approx(expected, abs=5e-4)

@@ -211,11 +211,10 @@ def test_ensemble_classifier_sums_model_logits(cub_root):
 
 
 def test_subtract_is_refused_for_region_cls(cub_root):
-    from clipbench.methods.base import MethodConfig
-    from clipbench.methods.clip import ClipMethod
+    from clipbench.methods.clip import ClipConfig, ClipMethod
     from clipbench.tasks import TASKS, RunContext
     from clipbench.tasks.region_cls import RegionClsConfig
 
-    method = ClipMethod(MethodConfig(subtract=True), model=None)
+    method = ClipMethod(ClipConfig(subtract=True), model=None)
     with pytest.raises(ConfigError, match="method.subtract"):
         TASKS.get("region_cls").evaluate(None, build("cub", root=str(cub_root)), method, RegionClsConfig(), RunContext(device=torch.device("cpu")))

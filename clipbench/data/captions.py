@@ -22,7 +22,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,33 +263,35 @@ def _caption_lookup(tokens: dict[str, dict[int, str]], caption_id: str, path: Pa
 def read_flickr8k_judgments(path: str | Path, tokens: dict[str, dict[int, str]], kind: str) -> list[JudgedCaption]:
     """Expert (``image  caption_id  e1 e2 e3``) or CrowdFlower (``image  caption_id  yes_fraction  n_yes  n_no``).
 
-    Expert: candidates from the image's own references are dropped; each expert rating stays its own
-    judgment. CrowdFlower: the rating is the yes-fraction; a candidate from the image's own references
-    is kept and removed from its references.
+    As the official ``download.py`` (jmhessel/clipscore): Expert drops a candidate whose text is one of the
+    image's references, and each expert rating stays its own judgment. CrowdFlower keeps every judgment
+    (the rating is the yes-fraction) and removes each candidate whose text is in the image's reference list
+    from that list (first occurrence); the list is shared, so all judgments of the image use the reduced list.
     """
     path = Path(path)
     items = []
+    shared_refs: dict[str, list[str]] = {}
     for lineno, fields in _tab_lines(path, 5, "image<TAB>caption_id<TAB>three numbers"):
         image, caption_id = fields[0], fields[1]
         candidate = _caption_lookup(tokens, caption_id, path, lineno)
         if image not in tokens:
             raise DataError(f"{path}:{lineno}: image {image!r} has no captions in {FLICKR8K_TOKENS}")
-        own = caption_id.rpartition("#")[0] == image
-        refs = [c for k, c in sorted(tokens[image].items())]
         if kind == "expert":
-            if own:
+            refs = [c for k, c in sorted(tokens[image].items())]
+            if candidate in refs:
                 continue
             ratings = [_number(v, path, lineno, "expert rating") for v in fields[2:5]]
             if any(not 1 <= r <= 4 for r in ratings):
                 raise DataError(f"{path}:{lineno}: expert ratings must be 1-4, got {fields[2:5]}")
         else:
             ratings = [_number(fields[2], path, lineno, "yes fraction")]
-            if own:
-                refs = [c for k, c in sorted(tokens[image].items()) if f"{image}#{k}" != caption_id]
+            refs = shared_refs.setdefault(image, [c for k, c in sorted(tokens[image].items())])
+            if candidate in refs:
+                refs.remove(candidate)
         items.append(JudgedCaption(Path(image).stem, candidate, refs, ratings, caption_id))
     if not items:
         raise DataError(f"{path}: no judgments to evaluate (the file is empty or judges only references)")
-    return items
+    return [replace(it, references=list(it.references)) for it in items]  # the final lists, one copy each
 
 
 def write_flickr8k(

@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from PIL import Image
 
-from clipbench.methods.base import Method, Region, register_method, whole_image
+from clipbench.errors import ConfigError
+from clipbench.methods.base import METHODS, Method, MethodConfig, MethodSpec, Region, whole_image
+from clipbench.methods.foveal_bias import RESIZE_MODES, image_transform
 
 
-@register_method("clip")
+@dataclass
+class ClipConfig(MethodConfig):
+    name: str = "clip"
+    resize: str = "center_crop"  # center_crop (the model's own preprocessing) | square (FALIP's input, Resize((S, S)))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
+
+
 class ClipMethod(Method):
+    """The model's own preprocessing: tasks may take their batched ``encode_image`` path."""
+
     @whole_image
     def encode_regions(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
-        batch = torch.stack([self.model.preprocess(im) for im in images])
-        feats = self.model.encode_image(batch)
+        return self._whole_image_features(self.model.preprocess, images, regions)
+
+    def _whole_image_features(self, transform, images, regions) -> list[torch.Tensor]:
+        feats = self.model.encode_image(torch.stack([transform(im) for im in images]))
         return [feats[i : i + 1].expand(len(r), -1) for i, r in enumerate(regions)]
+
+
+class SquareInputClipMethod(ClipMethod):
+    """Plain CLIP on FALIP's square input (``method.resize=square``); not the model's own preprocessing."""
+
+    @cached_property
+    def transform(self):
+        return image_transform(self.model, self.cfg.resize)
+
+    def encode_regions(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
+        return self._whole_image_features(self.transform, images, regions)
+
+
+def build_clip(cfg: ClipConfig, model) -> ClipMethod:
+    return (ClipMethod if cfg.resize == "center_crop" else SquareInputClipMethod)(cfg, model)
+
+
+METHODS.register("clip", MethodSpec("clip", ClipConfig, build_clip))

@@ -6,9 +6,9 @@ L/14-336 24x24). The official code hard-codes p = 16, g = 14; everything here is
 * ``square`` (official): the image is resized to (S, S) bicubic with no crop, so x scales by S/W and y by
   S/H, each coordinate clipped to [0, S]. ``center_crop``: open_clip's resize of the shorter side to S and
   centre crop; boxes go through the same map and parts outside the crop are dropped.
-* A coordinate v maps to patch index ``max(ceil(v / p), 1) - 1``. Rows r0..r1 are inclusive; the official
-  code builds the column range ``c0..c1`` exclusive, so column c1 is never written (a box within one patch
-  column gets no weights) -- reproduced on purpose.
+* A coordinate v maps to patch index ``max(ceil(v / p), 1) - 1``. Rows r0..r1 and columns c0..c1 are both
+  inclusive: the official slice ``mask[0, start:end]`` ends at ``1 + r*g + c1 + 1``, so a box within one
+  patch column gets that column.
 * The weights are computed over h = r1-r0+1 by w = c1-c0+1 patches (Gaussian with sigma in patches, min-max
   normalised with the official 1e-6 terms in float32, times alpha), and written at (r0 + i, c0 + j).
 * Several boxes in one region: their weight maps are merged by element-wise max.
@@ -80,7 +80,7 @@ def box_patch_weights(box: Box, grid: PatchGrid, alpha: float, sigma: float = 10
     if r1 < r0 or c1 < c0:
         return out
     weights = region_weights(r1 - r0 + 1, c1 - c0 + 1, alpha, sigma, shape)
-    out[r0 : r1 + 1, c0:c1] = weights[:, : c1 - c0]  # the official exclusive column end
+    out[r0 : r1 + 1, c0 : c1 + 1] = weights
     return out
 
 
@@ -129,17 +129,22 @@ def image_transform(loaded, resize: str):
         return loaded.preprocess
     if resize != "square":
         raise ConfigError("method.resize", f"{resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
-    normalize = next((t for t in getattr(loaded.preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
-    if normalize is None:
-        visual = loaded.model.visual
-        normalize = transforms.Normalize(visual.image_mean, visual.image_std)
     size = loaded.geometry.image_size
     return transforms.Compose([
         _to_rgb,
         transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(),
-        normalize,
+        model_normalize(loaded),
     ])
+
+
+def model_normalize(loaded) -> transforms.Normalize:
+    """The mean/std normalisation of the model's own preprocessing."""
+    normalize = next((t for t in getattr(loaded.preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
+    if normalize is None:
+        visual = loaded.model.visual
+        normalize = transforms.Normalize(visual.image_mean, visual.image_std)
+    return normalize
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

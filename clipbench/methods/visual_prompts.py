@@ -1,19 +1,26 @@
 """Image-editing visual prompts (crop, blur, red circle, shade, ...) and the logit-summing combination.
 
-Each edit turns (image, boxes of one region) into a new PIL image, so every region costs one image in
-the forward pass; all edited images of an ``encode_regions`` call go through the model as one batch.
+Each edit turns (image, boxes of one region) into a new image, so every region costs one image in the
+forward pass; all edited images of an ``encode_regions`` call go through the model as one batch.
 
-The drawing functions are pure (PIL in, PIL out) and follow the public code the baselines come from
-(REFERENCE.md section 2):
+The drawing functions are pure and follow the public code the baselines come from (REFERENCE.md
+section 2, allenai/reclip, pumpkin805/FALIP and ylingfeng/FGVP):
 
+* Model input (``resize``): ``square`` (the official default of all three, ``square_size=True``) is
+  ``Resize((S, S))`` bicubic with no crop, the input FALIP uses; ``center_crop`` is open_clip's
+  shorter-side resize and centre crop (ReCLIP's ``--non_square_size``).
 * crop: ReCLIP's PIL crop of the box, optionally enlarged by a margin, clipped to the image.
-* blur: ReCLIP's ``GaussianBlur(radius=100)`` of the whole image with the box pasted back.
-* red circle, FGVP variant: the image is first resized to the CLIP input size (shorter side = S, the
-  resize the model's preprocessing applies), then the ellipse inscribed in the box is drawn in
-  (255, 0, 0) with thickness 2. ``grayscale_circle`` / ``blur_circle`` also grey out / blur (PIL
-  radius = Gaussian std = 100) everything outside the ellipse.
-* red circle, FALIP variant: a red ellipse of line width max(W, H)/200 on the original image, and the
-  outside of the ellipse blurred.
+* blur: ReCLIP's ``GaussianBlur(radius=100)`` of the whole image, the original pasted back through an
+  ``ImageDraw.rectangle`` mask of the box, which includes both end coordinates.
+* red circle, FGVP variant (``red_circle`` / ``grayscale_circle`` / ``blur_circle`` are FGVP's
+  ``circle`` / ``grayscale_circle_mask`` / ``blur_circle_mask``): the shorter side resized to
+  ``prompt_size`` (384 in every published command, torchvision's bilinear resize), the prompt drawn with
+  OpenCV on the RGB array (ellipse centre and half-axes truncated to integers; the grey is
+  ``COLOR_BGR2GRAY`` of the RGB array; grey and blur draw no red ring), then normalised, squashed to
+  ``prompt_size`` x ``prompt_size`` and resized bilinearly to the model input.
+* red circle, FALIP variant: the outside of the ellipse blurred through an 'L' mask whose one-pixel
+  outline holds the L value of the ring colour, then a ring of width ``int(max(W, H) / 200)``: none
+  under 200 px, where the outline half-blends.
 * shade (CPT): an RGBA tint (240, 0, 30) at alpha 127 over the box; the text becomes
   "{expression} is in red color.".
 
@@ -31,16 +38,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
 from clipbench.errors import ConfigError
 from clipbench.methods.base import METHODS, Method, MethodConfig, Region, register_method
+from clipbench.methods.foveal_bias import RESIZE_MODES, image_transform, model_normalize
 from clipbench.metrics.boxes import Box, clip_box, expand_box, union_box
 
 RED = (255, 0, 0)
 SHADE_RGBA = (240, 0, 30, 127)
 BLUR_RADIUS = 100.0
+FGVP_PROMPT_SIZE = 384
 
 
 # ---------------------------------------------------------------- pure drawing functions
@@ -58,22 +71,15 @@ def _int_box(box: Box) -> tuple[int, int, int, int]:
 
 
 def blur_outside_boxes(image: Image.Image, boxes: Sequence[Box], radius: float = BLUR_RADIUS, blurred: Image.Image | None = None) -> Image.Image:
-    """The whole image Gaussian-blurred, with the original pixels of each box pasted back."""
+    """The whole image Gaussian-blurred, the original pasted back through a rectangle mask of each box
+    (``ImageDraw.rectangle`` includes both end coordinates: an 80x60 box keeps 81x61 pixels)."""
     out = (blurred if blurred is not None else image.filter(ImageFilter.GaussianBlur(radius))).copy()
-    for box in boxes:
-        x0, y0, x1, y1 = _int_box(box)
-        if x1 > x0 and y1 > y0:
-            out.paste(image.crop((x0, y0, x1, y1)), (x0, y0))
-    return out
-
-
-def ellipse_mask(size: tuple[int, int], boxes: Sequence[Box]) -> Image.Image:
-    """An 'L' mask that is 255 inside (and on) the ellipses inscribed in ``boxes``."""
-    mask = Image.new("L", size, 0)
+    mask = Image.new("L", image.size, 0)
     draw = ImageDraw.Draw(mask)
     for box in boxes:
-        draw.ellipse(_ordered(box), fill=255)
-    return mask
+        draw.rectangle(_ordered(box), fill=255)
+    out.paste(image, mask=mask)
+    return out
 
 
 def _ordered(box: Box) -> list[float]:
@@ -82,77 +88,114 @@ def _ordered(box: Box) -> list[float]:
 
 
 def draw_ellipses(image: Image.Image, boxes: Sequence[Box], colour=RED, width: int = 2) -> Image.Image:
-    """A copy with the outline of the ellipse inscribed in each box drawn in ``colour``."""
+    """A copy with the outline of the ellipse inscribed in each box drawn in ``colour`` (width 0: none)."""
     out = image.copy()
     draw = ImageDraw.Draw(out)
     for box in boxes:
-        draw.ellipse(_ordered(box), outline=tuple(colour), width=max(1, int(width)))
+        draw.ellipse(_ordered(box), outline=tuple(colour), width=int(width))
     return out
-
-
-def replace_outside_ellipses(image: Image.Image, boxes: Sequence[Box], outside: Image.Image) -> Image.Image:
-    """``image`` inside the ellipses inscribed in ``boxes``, ``outside`` everywhere else."""
-    return Image.composite(image, outside, ellipse_mask(image.size, boxes))
 
 
 def grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L").convert("RGB")
 
 
-def resize_short_side(image: Image.Image, size: int) -> tuple[Image.Image, float, float]:
-    """Resized (bicubic) so the shorter side is ``size``; returns the x and y scale factors too."""
-    w, h = image.size
-    scale = size / min(w, h)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return image.resize(new, Image.BICUBIC), new[0] / w, new[1] / h
+def falip_line_width(width: int, height: int, min_width: int = 0) -> int:
+    """FALIP's red-circle line width ``int(max(W, H) / 200)`` (0 under 200 px), at least ``min_width``."""
+    return max(int(min_width), int(max(width, height) / 200))
 
 
-def scale_box(box: Box, sx: float, sy: float) -> Box:
-    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-
-
-def red_circle_fgvp(
-    image: Image.Image, boxes: Sequence[Box], input_size: int, thickness: int = 2, outside: str = "none",
-    blur_radius: float = BLUR_RADIUS, colour=RED,
+def falip_ellipse_prompt(
+    image: Image.Image, boxes: Sequence[Box], outside: Image.Image, colour=RED, min_width: int = 0,
 ) -> Image.Image:
-    """FGVP's red circle: resize to the CLIP input size, optionally blur/grey the outside, draw the ellipse."""
-    resized = fgvp_resized(image, input_size, outside, blur_radius)
-    return red_circle_on_resized(resized, boxes, thickness, colour)
-
-
-def fgvp_resized(image: Image.Image, input_size: int, outside: str = "none", blur_radius: float = BLUR_RADIUS):
-    """(resized image, x scale, y scale, replacement for the outside of the ellipse or None)."""
-    resized, sx, sy = resize_short_side(image, input_size)
-    if outside == "blur":
-        replacement = resized.filter(ImageFilter.GaussianBlur(blur_radius))
-    elif outside == "grayscale":
-        replacement = grayscale(resized)
-    else:
-        replacement = None
-    return resized, sx, sy, replacement
-
-
-def red_circle_on_resized(resized, boxes: Sequence[Box], thickness: int = 2, colour=RED) -> Image.Image:
-    image, sx, sy, replacement = resized
-    scaled = [scale_box(b, sx, sy) for b in boxes]
-    if replacement is not None:
-        image = replace_outside_ellipses(image, scaled, replacement)
-    return draw_ellipses(image, scaled, colour, thickness)
-
-
-def falip_line_width(width: int, height: int) -> int:
-    """FALIP's red-circle line width, max(W, H) / 200, as a whole number of pixels (at least 1)."""
-    return max(1, int(max(width, height) / 200))
+    """FALIP's circle: ``outside`` with the original pasted through an 'L' mask of the ellipses (fill 255, a
+    one-pixel outline at the ring colour's L value, 76 for red), then the ring of ``falip_line_width``."""
+    mask = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(mask)
+    outline = ImageColor.getcolor("#{:02x}{:02x}{:02x}".format(*colour), "L")
+    for box in boxes:
+        draw.ellipse(_ordered(box), outline=outline, fill=255)
+    out = outside.copy()
+    out.paste(image, mask=mask)
+    return draw_ellipses(out, boxes, colour, falip_line_width(*image.size, min_width))
 
 
 def red_circle_falip(
     image: Image.Image, boxes: Sequence[Box], blur_radius: float = BLUR_RADIUS, blurred: Image.Image | None = None,
-    colour=RED,
+    colour=RED, min_width: int = 0,
 ) -> Image.Image:
-    """FALIP's red circle baseline: blur outside the ellipse, then a red ellipse of width max(W,H)/200."""
+    """FALIP's red circle baseline: blur outside the ellipse, then a red ellipse of width int(max(W,H)/200)."""
     outside = blurred if blurred is not None else image.filter(ImageFilter.GaussianBlur(blur_radius))
-    kept = replace_outside_ellipses(image, boxes, outside)
-    return draw_ellipses(kept, boxes, colour, falip_line_width(*image.size))
+    return falip_ellipse_prompt(image, boxes, outside, colour, min_width)
+
+
+FGVP_OUTSIDE = ("none", "grayscale", "blur")  # FGVP's circle, grayscale_circle_mask, blur_circle_mask
+
+
+@dataclass
+class FgvpImage:
+    """An image resized for FGVP's prompts: the RGB array, the x/y scale, its blurred copy if needed."""
+
+    pixels: np.ndarray
+    sx: float
+    sy: float
+    blurred: Image.Image | None = None
+
+
+def fgvp_resize(image: Image.Image, size: int = FGVP_PROMPT_SIZE, blur_radius: float | None = None) -> FgvpImage:
+    """FGVP's ResizeShortestSide: the shorter side to ``size`` (sides ``int(v + 0.5)``), torchvision's resize."""
+    w, h = image.size
+    scale = size * 1.0 / min(h, w)
+    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    resized = TF.resize(image.convert("RGB"), [new_h, new_w])
+    blurred = resized.filter(ImageFilter.GaussianBlur(blur_radius)) if blur_radius is not None else None
+    return FgvpImage(np.array(resized), new_w / w, new_h / h, blurred)
+
+
+def fgvp_ellipses(boxes: Sequence[Box], resized: FgvpImage) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(centre, half-axes) of each box's ellipse on the resized image: FGVP's float32 box scaling and
+    ``boxes_to_circles`` (clamped to W-1 / H-1), truncated to integers for ``cv2.ellipse``."""
+    height, width = resized.pixels.shape[:2]
+    b = torch.tensor([list(box) for box in boxes], dtype=torch.float32).reshape(-1, 4)
+    b[:, 0::2] = b[:, 0::2] * resized.sx
+    b[:, 1::2] = b[:, 1::2] * resized.sy
+    b[:, 0::2] = torch.clamp(b[:, 0::2], 0, width - 1)
+    b[:, 1::2] = torch.clamp(b[:, 1::2], 0, height - 1)
+    sizes = torch.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], dim=1)
+    centres = b[:, 0:2] + 0.5 * sizes
+    axes = sizes / 2
+    return [(tuple(int(v) for v in c), tuple(int(v) for v in a)) for c, a in zip(centres.numpy(), axes.numpy())]
+
+
+def fgvp_prompt(resized: FgvpImage, boxes: Sequence[Box], outside: str = "none", thickness: int = 2, colour=RED) -> np.ndarray:
+    """FGVP's prompt drawn on the resized RGB array: a red ellipse (``none``), or grey / blur outside it."""
+    res = resized.pixels.copy()
+    ellipses = fgvp_ellipses(boxes, resized)
+    if outside == "none":
+        for centre, axes in ellipses:
+            cv2.ellipse(res, centre, axes, 0, 0, 360, color=tuple(int(c) for c in colour), thickness=int(thickness))
+        return res
+    inside = np.zeros(res.shape, dtype=np.uint8)
+    for centre, axes in ellipses:
+        cv2.ellipse(inside, centre, axes, 0, 0, 360, color=(255, 255, 255), thickness=-1)
+    inside = inside[:, :, 0]
+    if outside == "grayscale":
+        gray = cv2.cvtColor(res, cv2.COLOR_BGR2GRAY)[:, :, None].repeat(3, -1)
+        res[inside == 0] = gray[inside == 0]
+        return res
+    if outside != "blur":
+        raise ConfigError("method.outside", f"{outside!r} is not allowed; use one of {list(FGVP_OUTSIDE)}")
+    out = resized.blurred.copy()
+    out.paste(Image.fromarray(res), mask=Image.fromarray(inside))
+    return np.array(out)
+
+
+def fgvp_model_input(prompts: Sequence[np.ndarray], mean, std, input_size: int, prompt_size: int = FGVP_PROMPT_SIZE) -> torch.Tensor:
+    """FGVP's 'resize' processing: normalise the uint8 arrays, squash to ``prompt_size``, then resize to the model."""
+    x = torch.from_numpy(np.stack(prompts)).float().permute(0, 3, 1, 2)
+    x = (x - torch.tensor(mean).view(-1, 1, 1) * 255.0) / (torch.tensor(std).view(-1, 1, 1) * 255.0)
+    x = F.interpolate(x, (prompt_size, prompt_size), mode="bilinear", align_corners=False)
+    return F.interpolate(x, (input_size, input_size), mode="bilinear", align_corners=False)
 
 
 def shade_boxes(image: Image.Image, boxes: Sequence[Box], rgba=SHADE_RGBA) -> Image.Image:
@@ -170,15 +213,22 @@ def shade_boxes(image: Image.Image, boxes: Sequence[Box], rgba=SHADE_RGBA) -> Im
 @dataclass
 class EditConfig(MethodConfig):
     multi_box: str = "each"  # several boxes in one region: each | union
+    resize: str = "square"  # model input: square (official Resize((S, S)), no crop) | center_crop (open_clip's)
 
     def validate(self) -> None:
         super().validate()
         if self.multi_box not in ("each", "union"):
             raise ConfigError("method.multi_box", f"{self.multi_box!r} is not allowed; use each or union")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
 
 
 class ImageEditMethod(Method):
     """One edited image per region; all edited images of a call are encoded as one batch."""
+
+    def __init__(self, cfg: EditConfig, model):
+        super().__init__(cfg, model)
+        self.transform = image_transform(model, cfg.resize)
 
     def prepare(self, image: Image.Image) -> Any:
         """Per-image work shared by all of its regions (e.g. the blurred copy)."""
@@ -198,7 +248,7 @@ class ImageEditMethod(Method):
         return [self.edit(image, self.region_boxes(image, region), shared) for region in regions]
 
     def _model_inputs(self, image: Image.Image, regions: Sequence[Region]) -> list[torch.Tensor]:
-        return [self.model.preprocess(im) for im in self.edited_images(image, regions)]
+        return [self.transform(im) for im in self.edited_images(image, regions)]
 
     def encode_regions(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
         # PIL releases the GIL while it filters and resizes, so images are edited on threads
@@ -260,10 +310,12 @@ class BlurMethod(ImageEditMethod):
 @dataclass
 class RedCircleConfig(EditConfig):
     name: str = "red_circle"
-    variant: str = "fgvp"  # fgvp (resize, then thickness-2 ellipse) | falip (width max(W,H)/200 + blur outside)
-    thickness: int = 2  # fgvp variant only
+    variant: str = "fgvp"  # fgvp (OpenCV prompt at prompt_size, thickness 2) | falip (width int(max(W,H)/200), blur outside)
+    thickness: int = 2  # fgvp variant's red ellipse
     colour: list[int] = field(default_factory=lambda: list(RED))
     radius: float = BLUR_RADIUS  # blur outside the ellipse (falip variant, blur_circle)
+    prompt_size: int | None = FGVP_PROMPT_SIZE  # fgvp variant: shorter side before drawing, then squashed; null = the model input
+    min_width: int = 0  # falip variant: ring width at least this (0 = official, no ring under 200 px)
 
     def validate(self) -> None:
         super().validate()
@@ -273,21 +325,40 @@ class RedCircleConfig(EditConfig):
             raise ConfigError("method.thickness", f"must be >= 1, got {self.thickness}")
         if len(self.colour) != 3 or not all(0 <= c <= 255 for c in self.colour):
             raise ConfigError("method.colour", f"must be three values in 0..255, got {self.colour}")
+        if self.prompt_size is not None and self.prompt_size < 1:
+            raise ConfigError("method.prompt_size", f"must be >= 1 or null, got {self.prompt_size}")
+        if self.min_width < 0:
+            raise ConfigError("method.min_width", f"must be >= 0, got {self.min_width}")
 
 
 @register_method("red_circle", RedCircleConfig)
 class RedCircleMethod(ImageEditMethod):
-    outside = "none"
+    outside = "none"  # FGVP's circle; grayscale / blur: grayscale_circle_mask / blur_circle_mask
+
+    def __init__(self, cfg: RedCircleConfig, model):
+        super().__init__(cfg, model)
+        normalize = model_normalize(model)
+        self.mean, self.std = list(normalize.mean), list(normalize.std)
+        self.prompt_size = cfg.prompt_size or model.geometry.image_size
 
     def prepare(self, image):
         if self.cfg.variant == "falip":
             return image.filter(ImageFilter.GaussianBlur(self.cfg.radius))
-        return fgvp_resized(image, self.model.geometry.image_size, self.outside, self.cfg.radius)
+        return fgvp_resize(image, self.prompt_size, self.cfg.radius if self.outside == "blur" else None)
 
     def edit(self, image, boxes, shared):
         if self.cfg.variant == "falip":
-            return red_circle_falip(image, boxes, blurred=shared, colour=self.cfg.colour)
-        return red_circle_on_resized(shared, boxes, self.cfg.thickness, self.cfg.colour)
+            return red_circle_falip(image, boxes, blurred=shared, colour=self.cfg.colour, min_width=self.cfg.min_width)
+        return Image.fromarray(fgvp_prompt(shared, boxes, self.outside, self.cfg.thickness, self.cfg.colour))
+
+    def _model_inputs(self, image, regions):
+        if self.cfg.variant == "falip":
+            return super()._model_inputs(image, regions)
+        prompts = [np.asarray(im) for im in self.edited_images(image, regions)]
+        if not prompts:
+            return []
+        size = self.model.geometry.image_size
+        return list(fgvp_model_input(prompts, self.mean, self.std, size, self.prompt_size))
 
 
 @dataclass
@@ -304,8 +375,7 @@ class GrayscaleCircleMethod(RedCircleMethod):
 
     def edit(self, image, boxes, shared):
         if self.cfg.variant == "falip":
-            kept = replace_outside_ellipses(image, boxes, shared)
-            return draw_ellipses(kept, boxes, self.cfg.colour, falip_line_width(*image.size))
+            return falip_ellipse_prompt(image, boxes, shared, self.cfg.colour, self.cfg.min_width)
         return super().edit(image, boxes, shared)
 
 
