@@ -133,9 +133,11 @@ def _vision_geometry(model: torch.nn.Module) -> VisionGeometry:
     visual = model.visual
     size = getattr(visual, "image_size", None)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    patch = getattr(visual, "patch_size", None)
+    embed = getattr(getattr(visual, "trunk", None), "patch_embed", None)  # timm towers
+    source = embed if hasattr(embed, "grid_size") else visual
+    patch = getattr(source, "patch_size", None)
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    grid = getattr(visual, "grid_size", None)
+    grid = getattr(source, "grid_size", None)
     grid = grid[0] if isinstance(grid, (tuple, list)) else grid
     if size is None:
         size = model.visual.preprocess_cfg["size"] if hasattr(visual, "preprocess_cfg") else 224

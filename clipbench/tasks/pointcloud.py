@@ -159,15 +159,10 @@ class ViewEncoder:
         return feats.view(clouds.shape[0], self.num_views, -1)
 
     def _encode_falip(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        from clipbench.models.attention import bias_from_patch_weights, encode_with_attention_bias
-
         cfg, grid = self.method.cfg, self.method.grid
         shares = patch_foreground(masks, grid.image_size, grid.grid_size)
         weights = foreground_patch_weights(shares > 0, cfg.alpha, cfg.sigma, cfg.shape)
-        bias = bias_from_patch_weights(weights, cfg.rows)
-        return encode_with_attention_bias(
-            self.model, images, bias, self.method.layers, self.method.head_scale, fast=cfg.fast
-        )
+        return self.method.encode_with_weights(images, weights)
 
 
 def foreground_patch_weights(patches: torch.Tensor, alpha: float, sigma: float, shape: str) -> torch.Tensor:
