@@ -32,6 +32,7 @@ Public API::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -232,8 +233,31 @@ def resolve_layers(spec: Any, depth: int) -> tuple[int, ...]:
 
 
 def check_heads_spec(spec: Any) -> None:
-    """Syntax of ``method.heads`` without the model: all | [i, ...] | [[i, ...], ...] | {scale: [[s, ...], ...]}."""
+    """Syntax of ``method.heads`` without the model: all | [i, ...] | [[i, ...], ...] | {scale: [[s, ...], ...]}
+    | {b<block>: {h<head>: s, ...}, ...} (a scale per block and head, 0 for unlisted heads)."""
     _heads_rows(spec)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _block_scales(spec: Any) -> dict[str, dict[int, float]] | None:
+    """{b<block>|probe: {h<head>: scale}} -> {"<block>"|"probe": {head: scale}}; None if ``spec`` is not that form."""
+    if not isinstance(spec, dict) or not spec or set(spec) == {"scale"}:
+        return None
+    out = {}
+    for key, heads in spec.items():
+        block = key[1:] if isinstance(key, str) and key.startswith("b") else key if key == "probe" else None
+        if block is None or (block != "probe" and not block.isdigit()) or not isinstance(heads, dict):
+            return None
+        row = {}
+        for hk, v in heads.items():
+            if not (isinstance(hk, str) and hk.startswith("h") and hk[1:].isdigit() and _number(v)):
+                return None
+            row[int(hk[1:])] = float(v)
+        out[block] = row
+    return out
 
 
 def _heads_rows(spec: Any) -> tuple[str, Any]:
@@ -242,6 +266,9 @@ def _heads_rows(spec: Any) -> tuple[str, Any]:
 
     if spec is None or spec == "all":
         return "all", None
+    blocks = _block_scales(spec)
+    if blocks is not None:
+        return "blocks", blocks
     if isinstance(spec, dict) and set(spec) == {"scale"}:
         rows = spec["scale"]
         if isinstance(rows, (list, tuple)) and rows and all(
@@ -255,17 +282,29 @@ def _heads_rows(spec: Any) -> tuple[str, Any]:
         return "per_layer", [list(r) for r in spec]
     raise ConfigError(
         "method.heads",
-        f"{spec!r} is not allowed; use all, a list of head indices, one list per layer, or {{scale: [[...], ...]}} "
-        "(a layers x heads matrix)",
+        f"{spec!r} is not allowed; use all, a list of head indices, one list per layer, {{scale: [[...], ...]}} "
+        "(a layers x heads matrix) or {b<block>: {h<head>: scale}}",
     )
 
 
-def head_scale_matrix(spec: Any, layers: Sequence[int], num_heads: int) -> torch.Tensor:
+def head_scale_matrix(spec: Any, layers: Sequence[int | str], num_heads: int) -> torch.Tensor:
     """(len(layers), num_heads) float32 multipliers of the bias for ``method.heads``."""
     kind, rows = _heads_rows(spec)
     n = len(layers)
     if kind == "all":
         return torch.ones(n, num_heads)
+    if kind == "blocks":
+        names = [str(layer) for layer in layers]
+        extra, missing = sorted(set(rows) - set(names)), [b for b in names if b not in rows]
+        if extra or missing:
+            raise ConfigError(
+                "method.heads", f"its blocks must be the masked ones {names}: {extra or missing} "
+                f"{'are not masked' if extra else 'have no entry'}"
+            )
+        bad = sorted({h for b in names for h in rows[b] if not 0 <= h < num_heads})
+        if bad:
+            raise ConfigError("method.heads", f"head indices {bad} out of range: each block has {num_heads} heads")
+        return torch.tensor([[rows[b].get(h, 0.0) for h in range(num_heads)] for b in names], dtype=torch.float32)
     if kind == "scale":
         if len(rows) != n or any(len(r) != num_heads for r in rows):
             raise ConfigError(

@@ -144,6 +144,15 @@ def _vision_geometry(model: torch.nn.Module) -> VisionGeometry:
     return VisionGeometry(int(size), patch and int(patch), grid and int(grid))
 
 
+def build_structure(source: str, arch: str) -> torch.nn.Module:
+    """``arch`` with random (or meta-device) weights, no checkpoint: enough to read the towers' layout."""
+    import open_clip
+
+    if arch not in available_archs():
+        raise ConfigError("model.arch", f"{arch!r} is not an open_clip architecture")
+    return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
+
+
 # -- pretrained sources: each returns (state_dict or None, open_clip tag or None, fingerprint) --
 
 def _source_random(pretrained, arch):
