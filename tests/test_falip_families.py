@@ -11,21 +11,32 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import tests.tiny_towers  # noqa: F401  (registers the tiny timm towers)
+from tests.tiny_towers import save_tiny_hf_clip  # also registers the tiny timm towers
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS
 from clipbench.methods.falip import FalipConfig
 from clipbench.models import load_model
 from clipbench.models.attention import attention_tower, cls_attention
 
-FAMILIES = ["clipbench-test-map", "clipbench-test-reg", "clipbench-test-eva", "clipbench-test-coca"]
+FAMILIES = ["clipbench-test-map", "clipbench-test-reg", "clipbench-test-eva", "clipbench-test-coca", "hf"]
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    return save_tiny_hf_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def loaded(request):
+def loaded(request, hf_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if request.param == "hf":
+            return load_model(hf_folder, None, source="hf")
         return load_model(request.param, None)
+
+
+def family(loaded) -> str:
+    return "hf" if attention_tower(loaded.model).kind == "hf" else loaded.arch
 
 
 def build(loaded, **overrides):
@@ -58,8 +69,8 @@ def test_tower_layout_comes_from_the_model(loaded):
     tower = attention_tower(loaded.model)
     expected = {  # (prefix tokens, CLS?, probe heads)
         "clipbench-test-map": (0, False, 2), "clipbench-test-reg": (3, True, None),
-        "clipbench-test-eva": (1, True, None), "clipbench-test-coca": (1, True, None),
-    }[loaded.arch]
+        "clipbench-test-eva": (1, True, None), "clipbench-test-coca": (1, True, None), "hf": (1, True, None),
+    }[family(loaded)]
     assert (tower.prefix, tower.has_cls, tower.probe_heads) == expected
     assert (tower.depth, tower.num_heads, tower.tokens) == (3, 2, expected[0] + 16)
     assert (loaded.geometry.image_size, loaded.geometry.patch_size, loaded.geometry.grid_size) == (32, 8, 4)
@@ -96,7 +107,8 @@ def recorded_blocks(loaded):
     records, handles = [], []
     for i, block in enumerate(tower.blocks):
         def hook(module, args, kwargs, out, i=i):
-            records.append((i, kwargs.get("attn_mask"), (out if tower.kind != "open_clip" or tower.batch_first else out.transpose(0, 1)).clone()))
+            mask = args[1] if tower.kind == "hf" else kwargs.get("attn_mask")
+            records.append((i, mask, (out if tower.kind != "open_clip" or tower.batch_first else out.transpose(0, 1)).clone()))
         handles.append(block.register_forward_hook(hook, with_kwargs=True))
     return records, handles
 
@@ -206,6 +218,38 @@ def test_cls_attention_on_every_family(loaded):
     assert maps.shape[:3] == (2, rows, 2) and torch.allclose(maps.sum(-1), torch.ones(2, rows, 2), atol=1e-5)
 
 
+def test_hf_features_are_clipmodels_own(hf_folder):
+    """model.source=hf: the checkpoint's processor and CLIPModel.get_image_features / get_text_features."""
+    from transformers import AutoProcessor, CLIPModel
+
+    loaded = load_model(hf_folder, None, source="hf")
+    reference = CLIPModel.from_pretrained(hf_folder).eval()
+    processor = AutoProcessor.from_pretrained(hf_folder)
+    images, _ = scenes(n=2, per=1)
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert torch.equal(torch.stack([loaded.preprocess(im) for im in images]), pixels)
+    with torch.no_grad():
+        out = reference.get_image_features(pixel_values=pixels)
+        want = out if isinstance(out, torch.Tensor) else out.pooler_output
+        ids = processor.tokenizer(["a red cube", "two dogs"], padding="max_length", max_length=24, return_tensors="pt")
+        text = reference.get_text_features(input_ids=ids["input_ids"])
+        text = text if isinstance(text, torch.Tensor) else text.pooler_output
+    assert torch.allclose(loaded.encode_image(pixels, normalize=False), want, atol=1e-6)
+    assert torch.allclose(loaded.encode_text(["a red cube", "two dogs"], normalize=False), text, atol=1e-6)
+    falip = build(loaded, layers=[-2, -1]).encode_with_weights(pixels, torch.zeros(2, 4, 4))
+    assert torch.allclose(falip, F.normalize(want, dim=-1), atol=1e-6)
+    assert loaded.logit_scale == pytest.approx(float(reference.logit_scale.exp()))
+
+
+def test_hf_source_config_errors(hf_folder, tmp_path):
+    with pytest.raises(ConfigError, match="model.pretrained.*source=hf"):
+        load_model(hf_folder, "openai", source="hf")
+    with pytest.raises(ConfigError, match="model.arch.*not a folder"):
+        load_model(str(tmp_path / "missing"), None, source="hf")
+    with pytest.raises(ConfigError, match="model.source"):
+        load_model(hf_folder, None, source="timm")
+
+
 @pytest.mark.parametrize("arch", ["RN50"])
 def test_conv_towers_are_refused_in_one_line(arch):
     with warnings.catch_warnings():
@@ -214,3 +258,19 @@ def test_conv_towers_are_refused_in_one_line(arch):
     with pytest.raises(ConfigError, match="FALIP and head analysis need attention blocks") as info:
         build(loaded)
     assert "\n" not in str(info.value)
+
+
+def test_hf_source_runs_tasks_from_the_cli(tmp_path, hf_folder, cifar_root, toy_root):
+    from tests.conftest import run_cli
+
+    common = ["model.source=hf", f"model.arch={hf_folder}", "model.pretrained=null", "device=cpu", "num_workers=0",
+              f"results_csv={tmp_path / 'results.csv'}", f"cache_dir={tmp_path / 'cache'}", "progress=false",
+              f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli(*common, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=8", check=True)
+    run_cli(*common, "task=rec", "dataset=refcoco", f"dataset.root={toy_root}/refcoco", f"dataset.images={toy_root}/images",
+            "method=falip", "method.layers=[-1]", "limit=4", check=True)
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert set(frame.task) == {"zeroshot", "rec"} and set(frame.model_arch) == {hf_folder}
+    assert (frame[frame.metric.isin(["top1", "accuracy"])].value.between(0, 1)).all()

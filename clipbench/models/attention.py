@@ -197,6 +197,34 @@ class TimmViT(Tower):
         return q * pool.scale, k
 
 
+class HFCLIPVision(Tower):
+    """A Hugging Face ``CLIPVisionTransformer``: its encoder layers with an additive ``attention_mask``."""
+
+    kind = "hf"
+
+    def __init__(self, visual):
+        vm = visual.vision_model
+        layers = vm.encoder.layers
+        super().__init__(visual, layers, int(layers[0].self_attn.num_heads), 1 + visual.grid_size**2)
+
+    def embed(self, images):
+        vm = self.visual.vision_model
+        return vm.pre_layrnorm(vm.embeddings(images)), None
+
+    def block(self, i, x, ctx, mask=None):
+        return self.blocks[i](x, mask)
+
+    def pool(self, x, probe_mask=None):
+        return self.visual.visual_projection(self.visual.vision_model.post_layernorm(x[:, 0]))
+
+    def query_key(self, i, x, ctx):
+        attn = self.blocks[i].self_attn
+        h = self.blocks[i].layer_norm1(x)
+        n, length, _ = h.shape
+        q, k = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj))
+        return q * attn.scale, k
+
+
 def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
     """The bias adapter of ``model``'s image tower (a CLIP or the tower itself); ConfigError for conv towers."""
     visual = getattr(model, "visual", model)

@@ -148,6 +148,12 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
     """``arch`` with random (or meta-device) weights, no checkpoint: enough to read the towers' layout."""
     import open_clip
 
+    if source == "hf":
+        from transformers import AutoConfig, CLIPModel
+
+        from clipbench.models.hf import HFCLIP
+
+        return HFCLIP(CLIPModel(AutoConfig.from_pretrained(arch)))
     if arch not in available_archs():
         raise ConfigError("model.arch", f"{arch!r} is not an open_clip architecture")
     return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
@@ -189,6 +195,7 @@ def _source_tag(pretrained, arch):
 
 
 PRETRAINED_SOURCES = [_source_random, _source_file, _source_tag]
+SOURCES = ("open_clip", "hf")
 _MODEL_CACHE: dict[tuple, LoadedModel] = {}
 
 
@@ -199,18 +206,34 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
     reuse: bool = True,
+    source: str = "open_clip",
 ) -> LoadedModel:
     """Build ``arch`` with weights from ``pretrained`` (tag, local file or None), ready for inference.
 
-    Within one process the same (arch, pretrained, precision, device) is built once and reused,
-    so sweeps over method parameters do not reload weights.
+    ``source``: ``open_clip`` (an open_clip architecture name) or ``hf`` (a transformers CLIP hub id or
+    local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
+    pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
+    reload weights.
     """
     import open_clip
 
     device = torch.device(device)
-    key = (arch, str(pretrained), precision, str(device))
+    key = (source, arch, str(pretrained), precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
+    if source not in SOURCES:
+        raise ConfigError("model.source", f"{source!r} is not allowed; use one of {list(SOURCES)}")
+    if source == "hf":
+        from clipbench.models.hf import load_hf
+
+        autocast(device, precision)
+        model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
+        model = model.to(device).eval()
+        loaded = LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
+                             _vision_geometry(model))
+        if reuse:
+            _MODEL_CACHE[key] = loaded
+        return loaded
     if arch not in available_archs():
         raise ConfigError(
             "model.arch",

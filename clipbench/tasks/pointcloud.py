@@ -189,6 +189,9 @@ def model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     for t in getattr(model.preprocess, "transforms", []):
         if hasattr(t, "mean") and hasattr(t, "std"):
             return tuple(float(m) for m in t.mean), tuple(float(s) for s in t.std)
+    visual = model.model.visual
+    if getattr(visual, "image_mean", None) is not None:  # e.g. a Hugging Face processor's
+        return tuple(visual.image_mean), tuple(visual.image_std)
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     return OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
