@@ -129,7 +129,7 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return x
 
 
-def _vision_geometry(model: torch.nn.Module) -> VisionGeometry:
+def vision_geometry(model: torch.nn.Module) -> VisionGeometry:
     visual = model.visual
     size = getattr(visual, "image_size", None)
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -230,7 +230,7 @@ def load_model(
         model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
         model = model.to(device).eval()
         loaded = LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
-                             _vision_geometry(model))
+                             vision_geometry(model))
         if reuse:
             _MODEL_CACHE[key] = loaded
         return loaded
@@ -267,16 +267,20 @@ def load_model(
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
             )
     model = model.to(device).eval()
+    try:
+        tokenizer = open_clip.get_tokenizer(arch)
+    except (OSError, ImportError, ValueError) as exc:  # e.g. SigLIP's tokenizer is downloaded from the hub
+        raise ConfigError("model.arch", f"open_clip could not build {arch}'s tokenizer: {exc}") from None
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
-        tokenizer=open_clip.get_tokenizer(arch),
+        tokenizer=tokenizer,
         arch=arch,
         pretrained=None if pretrained in (None, "", "null", "none", "None") else str(pretrained),
         precision=precision,
         device=device,
         fingerprint=f"{arch}|{fingerprint}",
-        geometry=_vision_geometry(model),
+        geometry=vision_geometry(model),
     )
     if reuse:
         _MODEL_CACHE[key] = loaded
