@@ -74,6 +74,8 @@ def test_tower_layout_comes_from_the_model(loaded):
     assert (tower.prefix, tower.has_cls, tower.probe_heads) == expected
     assert (tower.depth, tower.num_heads, tower.tokens) == (3, 2, expected[0] + 16)
     assert (loaded.geometry.image_size, loaded.geometry.patch_size, loaded.geometry.grid_size) == (32, 8, 4)
+    assert tower.rows_supported()  # the fast path computes only the CLS rows where it can
+    assert tower.cls_pooled() == (family(loaded) in ("clipbench-test-reg", "clipbench-test-eva", "hf"))
 
 
 @pytest.mark.parametrize("rows", ["cls", "all"])

@@ -75,9 +75,26 @@ class Tower:
     def pool(self, x: torch.Tensor, probe_mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def qkv(self, i: int, x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, H, L, hd) queries, keys and values of block ``i`` (after q/k norms and rotary embeddings)."""
+        raise NotImplementedError
+
+    def finish(self, i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Block ``i``'s output for the residual rows ``x`` (N, r, D) given their attention output (N, H, r, hd)."""
+        raise NotImplementedError
+
     def query_key(self, i: int, x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, H, L, hd) queries (already times the softmax scale) and keys of block ``i``."""
-        raise NotImplementedError
+        q, k, _ = self.qkv(i, x, ctx)
+        return q * q.shape[-1] ** -0.5, k
+
+    def rows_supported(self) -> bool:
+        """``qkv``/``finish`` reproduce every block (the fast path may then compute chosen query rows only)."""
+        return False
+
+    def cls_pooled(self) -> bool:
+        """The pooled feature depends on the last block's CLS output alone."""
+        return False
 
 
 class OpenClipViT(Tower):
@@ -102,15 +119,28 @@ class OpenClipViT(Tower):
         pooled, _ = self.visual._pool(x)
         return pooled @ self.visual.proj if self.visual.proj is not None else pooled
 
-    def query_key(self, i, x, ctx):
+    def rows_supported(self):
+        return all(
+            isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
+            and not hasattr(b, "ln_1_kv") for b in self.blocks
+        )
+
+    def cls_pooled(self):
+        return getattr(self.visual, "attn_pool", None) is None and getattr(self.visual, "pool_type", "tok") == "tok"
+
+    def qkv(self, i, x, ctx):
         block = self.blocks[i]
         attn = block.attn
         if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or hasattr(block, "ln_1_kv"):
             raise ConfigError("model.arch", "per-head attention maps need nn.MultiheadAttention blocks")
-        n, length, dim = x.shape
-        q, k, _ = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        q, k = (t.reshape(n, length, attn.num_heads, -1).transpose(1, 2) for t in (q, k))
-        return q * q.shape[-1] ** -0.5, k
+        n, length, _ = x.shape
+        q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        return tuple(t.reshape(n, length, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+
+    def finish(self, i, x, out):
+        block = self.blocks[i]
+        y = x + block.ls_1(block.attn.out_proj(out.transpose(1, 2).reshape(out.shape[0], -1, x.shape[-1])))
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
 
 
 class TimmViT(Tower):
@@ -159,30 +189,53 @@ class TimmViT(Tower):
             x = trunk.head(trunk.head_drop(trunk.fc_norm(x)))
         return self.visual.head(x)
 
-    def query_key(self, i, x, ctx):
+    def rows_supported(self):
+        from timm.models.eva import EvaAttention, EvaBlock
+        from timm.models.vision_transformer import Attention, Block
+
+        kinds = (EvaBlock, EvaAttention) if self.eva else (Block, Attention)
+        return all(
+            type(b) is kinds[0] and type(b.attn) is kinds[1] and getattr(b.attn, "gate", None) is None for b in self.blocks
+        )
+
+    def cls_pooled(self):
+        trunk = self.trunk
+        return self.has_cls and getattr(trunk, "attn_pool", None) is None and trunk.global_pool == "token"
+
+    def qkv(self, i, x, ctx):
         attn = self.blocks[i].attn
         h = self.blocks[i].norm1(x)
         n, length, _ = h.shape
         if self.eva and type(attn).__name__ == "EvaAttention":
             if attn.qkv is not None:
                 bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-                q, k, _ = F.linear(h, attn.qkv.weight, bias).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+                q, k, v = F.linear(h, attn.qkv.weight, bias).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
             else:
-                q, k = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj))
+                q, k, v = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
             q, k = attn.q_norm(q), attn.k_norm(k)
             rope = self._rope(i, ctx)
             if rope is not None:
                 from timm.layers import apply_rot_embed_cat
 
                 p, half = self.prefix, getattr(attn, "rotate_half", False)
-                q = torch.cat([q[:, :, :p], apply_rot_embed_cat(q[:, :, p:], rope, half=half)], dim=2)
-                k = torch.cat([k[:, :, :p], apply_rot_embed_cat(k[:, :, p:], rope, half=half)], dim=2)
+                q = torch.cat([q[:, :, :p], apply_rot_embed_cat(q[:, :, p:], rope, half=half)], dim=2).type_as(v)
+                k = torch.cat([k[:, :, :p], apply_rot_embed_cat(k[:, :, p:], rope, half=half)], dim=2).type_as(v)
         elif not self.eva and hasattr(attn, "qkv") and hasattr(attn, "q_norm"):
-            q, k, _ = attn.qkv(h).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = attn.qkv(h).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
             q, k = attn.q_norm(q), attn.k_norm(k)
         else:
             raise ConfigError("model.arch", f"per-head attention maps are not available for {type(attn).__name__} blocks")
-        return q * attn.scale, k
+        return q, k, v
+
+    def finish(self, i, x, out):
+        block = self.blocks[i]
+        a = block.attn.proj(block.attn.norm(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)))
+        if self.eva:
+            y = x + (a if block.gamma_1 is None else block.gamma_1 * a)
+            m = block.mlp(block.norm2(y))
+            return y + (m if block.gamma_2 is None else block.gamma_2 * m)
+        y = x + block.ls1(a)
+        return y + block.ls2(block.mlp(block.norm2(y)))
 
     def probe_query_key(self, x):
         """(N, Hp, 1, hd) scaled probe query and (N, Hp, Lk, hd) keys of the MAP head (after the final norm)."""
@@ -217,12 +270,22 @@ class HFCLIPVision(Tower):
     def pool(self, x, probe_mask=None):
         return self.visual.visual_projection(self.visual.vision_model.post_layernorm(x[:, 0]))
 
-    def query_key(self, i, x, ctx):
+    def rows_supported(self):
+        return True
+
+    def cls_pooled(self):
+        return True
+
+    def qkv(self, i, x, ctx):
         attn = self.blocks[i].self_attn
         h = self.blocks[i].layer_norm1(x)
         n, length, _ = h.shape
-        q, k = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj))
-        return q * attn.scale, k
+        return tuple(p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+
+    def finish(self, i, x, out):
+        layer = self.blocks[i]
+        y = x + layer.self_attn.out_proj(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1))
+        return y + layer.mlp(layer.layer_norm2(y))
 
 
 def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
@@ -444,14 +507,13 @@ def encode_with_attention_bias(
         probe_bias = probe_bias.to(loaded.device)
     owner = owner.to(loaded.device)
     with loaded.autocast():
-        if fast and bias is not None and probe_bias is None and tower.kind == "open_clip" and _fast_supported(tower.visual):
-            x = _fast_blocks(tower.visual, tower.visual._embeds(images), bias, owner, layers, head_scale, tower.num_heads)
-            pooled = tower.pool(x)
+        x, ctx = tower.embed(images)
+        if fast and bias is not None and probe_bias is None and tower.has_cls and tower.rows_supported():
+            x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, head_scale)
         else:
-            x, ctx = tower.embed(images)
             x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, head_scale, fast)
-            probe = None if probe_bias is None else _layer_bias(probe_bias, probe_scale, 0, tower.probe_heads, x.dtype)
-            pooled = tower.pool(x, probe)
+        probe = None if probe_bias is None else _layer_bias(probe_bias, probe_scale, 0, tower.probe_heads, x.dtype)
+        pooled = tower.pool(x, probe)
     pooled = pooled.float()
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
@@ -469,80 +531,54 @@ def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, fast
     return x
 
 
-def _fast_supported(visual) -> bool:
-    blocks = visual.transformer.resblocks
-    return all(
-        isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
-        and not hasattr(b, "ln_1_kv") for b in blocks
-    )
-
-
-def _cls_pooling(visual) -> bool:
-    """The pooled feature depends on the CLS token alone, so the last block may compute only that query."""
-    return getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
-
-
-def _fast_blocks(visual, x, bias, owner, layers, scale, num_heads):
+def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
     """The exact fast path: shared prefix per image, then all biases as one batch, CLS-only last block."""
-    blocks = visual.transformer.resblocks
-    batch_first = visual.transformer.batch_first
-    first, last = layers[0], len(blocks) - 1
+    first, last = layers[0], tower.depth - 1
     row0_only = not bias[..., 1:, :].any()
     if row0_only:
         bias = bias[..., :1, :]
-    for block in blocks[:first]:
-        x = _call_block(block, x, batch_first)
+    for i in range(first):
+        x = tower.block(i, x, ctx)
     per_image = True
-    for i in range(first, len(blocks)):
-        block = blocks[i]
-        mask = _layer_bias(bias, scale, layers.index(i), num_heads, x.dtype) if i in layers else None
-        cls_only = i == last and _cls_pooling(visual)
+    for i in range(first, tower.depth):
+        mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
+        cls_only = i == last and tower.cls_pooled()
         if per_image and row0_only:
-            x = _manual_block(block, x, mask, cls_only, owner)
+            x = _rows_block(tower, i, x, ctx, mask, cls_only, owner)
         else:
             if per_image:
                 x = x[owner]
             if mask is None and not cls_only:
-                x = _call_block(block, x, batch_first)
+                x = tower.block(i, x, ctx)
             else:
-                x = _manual_block(block, x, mask, cls_only)
+                x = _rows_block(tower, i, x, ctx, mask, cls_only)
         per_image = False
     return x
 
 
-def _manual_block(block, x, mask, cls_only: bool, owner: torch.Tensor | None = None):
-    """One ResidualAttentionBlock with an additive (R, H, Lq, L) bias on the first Lq query rows.
+def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner: torch.Tensor | None = None):
+    """Block ``i`` with an additive (R, H, Lq, L) bias on the first Lq query rows.
 
     With ``owner``, ``x`` holds one token set per image and ``mask`` (Lq == 1) one CLS row per region: the
-    patch rows are unbiased, so they are computed once per image and only the CLS query once per region.
+    other rows are unbiased, so they are computed once per image and only the CLS query once per region.
     Returns (R, L, D), or (R, 1, D) when ``cls_only``.
     """
-    attn: nn.MultiheadAttention = block.attn
-    n, length, dim = x.shape
-    heads = attn.num_heads
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(n, length, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
-
-    def finish(resid, out):
-        out = out.transpose(1, 2).reshape(out.shape[0], -1, dim)
-        y = resid + block.ls_1(attn.out_proj(out))
-        return y + block.ls_2(block.mlp(block.ln_2(y)))
-
+    q, k, v = tower.qkv(i, x, ctx)
     if owner is not None:
-        cls = finish(x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
+        cls = tower.finish(i, x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
         if cls_only:
             return cls
-        patches = finish(x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
-        return torch.cat([cls, patches[owner]], dim=1)
+        rest = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
+        return torch.cat([cls, rest[owner]], dim=1)
     if cls_only:
         row = None if mask is None else mask[..., :1, :]
-        return finish(x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
-    if mask is None or mask.shape[-2] == length:
-        return finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        return tower.finish(i, x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
+    if mask is None or mask.shape[-2] == x.shape[1]:
+        return tower.finish(i, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     rows = mask.shape[-2]
     head_out = F.scaled_dot_product_attention(q[:, :, :rows], k, v, attn_mask=mask)
     rest = F.scaled_dot_product_attention(q[:, :, rows:], k, v)
-    return finish(x, torch.cat([head_out, rest], dim=2))
+    return tower.finish(i, x, torch.cat([head_out, rest], dim=2))
 
 
 @torch.inference_mode()
