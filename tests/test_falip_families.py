@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.tiny_towers import save_tiny_hf_clip  # also registers the tiny timm towers
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS
 from clipbench.methods.falip import FalipConfig
 from clipbench.models import load_model
 from clipbench.models.attention import attention_tower, cls_attention
+from tests.tiny_towers import save_tiny_hf_clip  # also registers the tiny timm towers
 
 FAMILIES = ["clipbench-test-map", "clipbench-test-reg", "clipbench-test-eva", "clipbench-test-coca", "hf"]
 
