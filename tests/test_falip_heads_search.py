@@ -19,16 +19,7 @@ from tests.conftest import run_cli
 
 
 def sampled(arch: str, n: int = 12) -> list[dict]:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    cfg = OmegaConf.create({"model": {"arch": arch}})
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        falip_heads(cfg, trial)
-        out.append(trial.params)
-        study.tell(trial, 0.0)
-    return out
+    return sampled_with({"model": {"arch": arch}}, n)
 
 
 def as_heads(params: dict) -> dict:
@@ -89,3 +80,24 @@ def test_toy_study_runs_every_trial(tmp_path, toy_root, monkeypatch):
     assert len(runs) == 4  # no trial failed
     assert all(json.loads(p)["heads"] and isinstance(json.loads(p)["heads"], dict) for p in runs.method_params)
     assert best["best_value"] == runs.value.max()
+
+
+def test_hf_source_layout(tmp_path):
+    from tests.tiny_towers import save_tiny_hf_clip
+
+    folder = save_tiny_hf_clip(tmp_path / "clip")
+    assert tower_layout("hf", folder) == (3, 2, True, None)
+    params = sampled_with({"model": {"arch": folder, "source": "hf"}})
+    assert all(len(as_heads(p)) == len(json.loads(p["method.layers"])) for p in params if "method.layers" in p)
+
+
+def sampled_with(model_cfg: dict, n: int = 4) -> list[dict]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        falip_heads(OmegaConf.create(model_cfg), trial)
+        out.append(trial.params)
+        study.tell(trial, 0.0)
+    return out
