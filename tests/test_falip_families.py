@@ -252,7 +252,7 @@ def test_hf_source_config_errors(hf_folder, tmp_path):
         load_model(hf_folder, None, source="timm")
 
 
-@pytest.mark.parametrize("arch", ["RN50"])
+@pytest.mark.parametrize("arch", ["RN50", "clipbench-test-convnext"])
 def test_conv_towers_are_refused_in_one_line(arch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -45,9 +45,6 @@ from clipbench.errors import ConfigError
 ROWS = ("cls", "all", "diagonal")
 
 
-CONV_HINT = "FALIP and head analysis need attention blocks"
-
-
 class Tower:
     """What the bias machinery needs of a ViT image tower: token layout, blocks, pooling and projection.
 
@@ -302,12 +299,7 @@ def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
     if callable(adapter):
         return adapter()
     name = type(getattr(visual, "trunk", visual)).__name__
-    raise ConfigError("model.arch", f"{CONV_HINT}; {arch}'s image tower ({name}) has none")
-
-
-def tower_shape(tower: Tower) -> tuple[int, int]:
-    """(depth, heads) of a ViT tower."""
-    return tower.depth, tower.num_heads
+    raise ConfigError("model.arch", f"FALIP and head analysis need attention blocks; {arch}'s image tower ({name}) has none")
 
 
 def resolve_layers(spec: Any, depth: int) -> tuple[int, ...]:
