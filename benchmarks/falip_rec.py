@@ -1,14 +1,20 @@
-"""FALIP on REC-sized work: the exact fast path against the per-box path, and the bias against a plain forward.
+"""FALIP on REC-sized work, per ViT family: the exact fast path against the per-box path, and the bias
+against a plain forward.
 
-One command, random-init ViT-B-16 (the timing does not depend on the weights), a few images with 10 boxes
-each. Paths compared in the same run, interleaved, median of the repeats:
+One command, random-init towers (the timing does not depend on the weights, and nothing is downloaded), a
+few images with 10 boxes each, per family: OpenAI-style open_clip ViT-B-16, SigLIP ViT-B-16 (timm, MAP
+head: FALIP biases the pooling probe), EVA02-B-16 (timm, rotary blocks) and a Hugging Face CLIP B/16
+(``model.source=hf``). Paths compared in the same run, interleaved, median of the repeats:
 
-* FALIP fast (shared prefix, batched masked blocks, CLS-only last block) vs FALIP per-box (the honest
-  straightforward path: one batched full forward of all of an image's boxes, each with its own bias);
-* red_circle: one forward per box vs all of an image's edited images in one batch;
-* the FALIP full forward (bias in the last 4 blocks) vs a plain forward of the same batch.
+* FALIP fast (shared prefix, batched biased blocks; on open_clip's ViT also CLS-only rows) vs FALIP
+  per-box (the honest straightforward path: one batched full forward of all of an image's boxes, each
+  with its own bias); goal >= 3x at 10 boxes per image;
+* the FALIP full forward (the bias in every box's forward) vs a plain forward of the same batch; goal
+  <= 1.10x;
+* red_circle (first family only): one forward per box vs all of an image's edited images in one batch.
 
-    .venv/bin/python benchmarks/falip_rec.py [--arch ViT-B-16] [--images 3] [--boxes 10] [--repeats 3]
+    .venv/bin/python benchmarks/falip_rec.py [--families vit_b_16,siglip_b_16,eva02_b_16,hf_b_16]
+        [--images 3] [--boxes 10] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -23,8 +29,35 @@ import torch
 from PIL import Image
 
 from clipbench.methods import METHODS
-from clipbench.models import load_model
-from clipbench.models.attention import bias_from_patch_weights, encode_with_attention_bias
+from clipbench.models import LoadedModel, load_model
+from clipbench.models.factory import vision_geometry
+
+FAMILIES = {  # name -> open_clip architecture, or "hf" for a transformers CLIP
+    "vit_b_16": "ViT-B-16", "siglip_b_16": "ViT-B-16-SigLIP", "eva02_b_16": "EVA02-B-16", "hf_b_16": "hf",
+}
+
+
+def random_init(family: str, device: str) -> LoadedModel:
+    """A random-init image tower of ``family`` without its tokenizer (SigLIP's is downloaded from the hub)."""
+    arch = FAMILIES[family]
+    if arch == "ViT-B-16":
+        return load_model(arch, None, device=device)
+    if arch == "hf":
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+        from clipbench.models.hf import HFCLIP, HFPreprocess
+
+        processor = CLIPImageProcessor()
+        vision = dict(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                      num_attention_heads=12)
+        model, preprocess = HFCLIP(CLIPModel(CLIPConfig(vision_config=vision)), processor), HFPreprocess(processor)
+    else:
+        import open_clip
+
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+    model = model.to(device).eval()
+    return LoadedModel(model, preprocess, None, arch, None, "fp32", torch.device(device), f"{arch}|random",
+                       vision_geometry(model))
 
 
 def random_scene(rng: np.random.Generator, n_boxes: int) -> tuple[Image.Image, list[list[tuple]]]:
@@ -58,22 +91,9 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in samples.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="ViT-B-16")
-    parser.add_argument("--images", type=int, default=3)
-    parser.add_argument("--boxes", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    loaded = load_model(args.arch, None)
-    rng = np.random.default_rng(0)
-    scenes = [random_scene(rng, args.boxes) for _ in range(args.images)]
+def measure_family(loaded, scenes, repeats: int, with_red_circle: bool) -> dict[str, float]:
     images = [im for im, _ in scenes]
     regions = [regs for _, regs in scenes]
-    n_boxes = sum(len(r) for r in regions)
 
     def method(name: str, **overrides):
         spec = METHODS.get(name)
@@ -86,32 +106,50 @@ def main() -> None:
         "falip fast": lambda: fast.encode_regions(images, regions),
         "falip per-box": lambda: per_box.encode_regions(images, regions),
     }
-    red_circle = method("red_circle") if "red_circle" in METHODS else None
-    if red_circle is not None:
+    if with_red_circle and "red_circle" in METHODS:
+        red_circle = method("red_circle")
         paths["red_circle per-box"] = lambda: [red_circle.encode_regions([im], [[r]]) for im, regs in scenes for r in regs]
         paths["red_circle batched"] = lambda: red_circle.encode_regions(images, regions)
-
-    # the same batch of box inputs through a plain forward and through the FALIP forward with biases
-    batch = torch.stack([fast.transform(im) for im, regs in scenes for _ in regs])
+    # the same batch of box inputs through a plain forward and through the FALIP full forward with biases
+    batch = torch.stack([fast.transform(im) for im, regs in scenes for _ in regs]).to(loaded.device)
     weights = torch.stack([fast.patch_weights(im, r) for im, regs in scenes for r in regs])
-    bias = bias_from_patch_weights(weights, "cls")
     paths["plain forward"] = lambda: loaded.encode_image(batch)
-    paths["falip forward"] = lambda: encode_with_attention_bias(loaded, batch, bias, fast.layers, fast=False)
+    paths["falip forward"] = lambda: per_box.encode_with_weights(batch, weights)
+    return interleaved(paths, repeats)
 
-    seconds = interleaved(paths, args.repeats)
-    print(f"{args.arch} (random init), {args.images} images x {args.boxes} boxes, {torch.get_num_threads()} threads, "
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from {list(FAMILIES)}")
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--boxes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng, args.boxes) for _ in range(args.images)]
+    n_boxes = sum(len(regs) for _, regs in scenes)
+    print(f"random init, {args.images} images x {args.boxes} boxes, {args.device}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
-    print(f"{'path':<22}{'seconds':>10}{'boxes/s':>10}")
-    for name, sec in seconds.items():
-        print(f"{name:<22}{sec:>10.3f}{n_boxes / sec:>10.1f}")
-    if red_circle is None:
-        print("red_circle: not registered (clipbench/methods/visual_prompts.py missing); no comparison")
-    else:
-        print(f"red_circle_batched_vs_per_box={seconds['red_circle per-box'] / seconds['red_circle batched']:.2f}")
-    print(f"falip_fast_vs_plain={seconds['plain forward'] / seconds['falip fast']:.2f}  (speed-up of the fast path "
-          "over a plain forward of every box)")
-    print(f"falip_fast_vs_per_box={seconds['falip per-box'] / seconds['falip fast']:.2f}")
-    print(f"falip_forward_vs_plain={seconds['falip forward'] / seconds['plain forward']:.3f}")
+    summary = []
+    for k, family in enumerate(args.families.split(",")):
+        loaded = random_init(family, args.device)
+        seconds = measure_family(loaded, scenes, args.repeats, with_red_circle=k == 0)
+        print(f"\n{family} ({loaded.arch})\n{'path':<22}{'seconds':>10}{'boxes/s':>10}")
+        for name, sec in seconds.items():
+            print(f"{name:<22}{sec:>10.3f}{n_boxes / sec:>10.1f}")
+        if "red_circle batched" in seconds:
+            print(f"red_circle_batched_vs_per_box={seconds['red_circle per-box'] / seconds['red_circle batched']:.2f}")
+        fast_vs_box = seconds["falip per-box"] / seconds["falip fast"]
+        forward_vs_plain = seconds["falip forward"] / seconds["plain forward"]
+        summary.append((family, fast_vs_box, forward_vs_plain, seconds["plain forward"] / seconds["falip fast"]))
+        del loaded
+    print(f"\n{'family':<14}{'fast_vs_per_box':>16}{'forward_vs_plain':>18}{'fast_vs_plain':>15}   (goals >= 3, <= 1.10)")
+    for family, a, b, c in summary:
+        print(f"{family:<14}{a:>16.2f}{b:>18.3f}{c:>15.2f}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,17 @@ class ModelConfig:
     pretrained: str | None = None
     precision: str = "fp32"
     cache_dir: str | None = None
+    source: str = "open_clip"  # open_clip | hf (transformers CLIP: arch = hub id or save_pretrained folder)
 
     def validate(self) -> None:
-        from clipbench.models.factory import available_archs
+        from clipbench.models.factory import SOURCES, available_archs
 
-        if self.arch not in available_archs():
+        if self.source not in SOURCES:
+            raise ConfigError("model.source", f"{self.source!r} is not allowed; use one of {list(SOURCES)}")
+        if self.source == "hf":
+            if self.pretrained not in (None, "", "null"):
+                raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
+        elif self.arch not in available_archs():
             raise ConfigError(
                 "model.arch",
                 f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "

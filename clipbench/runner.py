@@ -96,9 +96,9 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
     seed_everything(v.run.seed)
     write_config(run_dir, cfg)
     reset_peak_memory(device)
-    if v.model.pretrained in (None, "", "null"):
+    if v.model.pretrained in (None, "", "null") and v.model.source != "hf":
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
-    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir)
+    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir, source=v.model.source)
     dataset = build_dataset(v.dataset)
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(

@@ -182,12 +182,12 @@ def test_region_union_takes_the_max():
 def test_geometry_comes_from_the_model(arch, size, grid, depth):
     import open_clip
 
-    from clipbench.models.factory import _vision_geometry
+    from clipbench.models.factory import vision_geometry
 
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = open_clip.create_model(arch, pretrained=None, device="meta")
-    patch_grid = PatchGrid.of(SimpleNamespace(geometry=_vision_geometry(model), arch=arch))
+    patch_grid = PatchGrid.of(SimpleNamespace(geometry=vision_geometry(model), arch=arch))
     assert (patch_grid.image_size, patch_grid.grid_size) == (size, grid)
     assert resolve_layers([-4, -3, -2, -1], len(model.visual.transformer.resblocks)) == tuple(range(depth - 4, depth))
     box = box_patch_weights((0, 0, size, size), patch_grid, 0.2)

@@ -41,7 +41,7 @@ def test_head_sensitivity_script(tmp_path):
     checkpoint = tmp_path / "tiny.pt"  # the script's process must see the same random weights
     torch.save(loaded.model.state_dict(), checkpoint)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "head_sensitivity.py"), "--arch", TINY_ARCH, "--pretrained", str(checkpoint),
+        [sys.executable, str(ROOT / "scripts" / "head_sensitivity.py"), f"model.arch={TINY_ARCH}", f"model.pretrained={checkpoint}",
          "--images", str(images), "--boxes", str(boxes), "--out", str(out), "--top-k", "4"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
@@ -83,10 +83,58 @@ def test_head_sensitivity_script(tmp_path):
 def test_bad_box_file_is_one_line(tmp_path):
     (tmp_path / "boxes.json").write_text('{"a.png": [[1, 2, 3]]}')
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "head_sensitivity.py"), "--arch", TINY_ARCH, "--pretrained", "null",
+        [sys.executable, str(ROOT / "scripts" / "head_sensitivity.py"), f"model.arch={TINY_ARCH}", "model.pretrained=null",
          "--images", str(tmp_path), "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'boxes.json'}: box [1, 2, 3] of a.png is not [x0, y0, x1, y1]"
+    ]
+
+
+def test_boxes_from_a_dataset_config_toy_world(toy_root, monkeypatch, tmp_path):
+    """clipbench-heads experiment=toy_falip_head_sensitivity: the toy REC split's gold boxes, the toy CLIP."""
+    from clipbench.heads import compose_config, dataset_samples, main
+    from clipbench.metrics.boxes import xywh_to_xyxy
+
+    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
+    samples = dataset_samples(compose_config(["experiment=toy_falip_head_sensitivity"]))
+    refs = json.loads((toy_root / "refcoco" / "instances.json").read_text())
+    by_id = {a["id"]: a for a in refs["annotations"]}
+    files = {i["id"]: i["file_name"] for i in refs["images"]}
+    import pickle
+
+    with open(toy_root / "refcoco" / "refs(unc).p", "rb") as f:
+        val = [r for r in pickle.load(f) if r["split"] == "val"]
+    expected = {(files[r["image_id"]], tuple(float(v) for v in xywh_to_xyxy(by_id[r["ann_id"]]["bbox"]))) for r in val}
+    assert {(p.name, box) for p, box in samples} == expected and len(samples) == len(expected)
+    out = tmp_path / "out"
+    assert main(["experiment=toy_falip_head_sensitivity", "--limit", "6", "--out", str(out), "--top-k", "2"]) == 0
+    table = pd.read_csv(out / "head_sensitivity.csv")
+    assert set(table["n"]) == {6} and sorted(set(table["layer"])) == [0, 1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore:model.pretrained is null")
+def test_map_tower_reports_the_pooling_probe(tmp_path, capsys):
+    import tests.tiny_towers  # noqa: F401
+    from clipbench.heads import main
+
+    images, boxes = write_fixture(tmp_path)
+    out = tmp_path / "out"
+    assert main(["model.arch=clipbench-test-map", "model.pretrained=null", "--images", str(images), "--boxes", str(boxes),
+                 "--out", str(out), "--top-k", "1"]) == 0
+    table = pd.read_csv(out / "head_sensitivity.csv")
+    assert list(table["layer"]) == ["probe", "probe"] and np.allclose(table["mass_plain"], table["mass_plain"].clip(0, 1))
+    config = yaml.safe_load((out / "falip_top1.yaml").read_text())
+    assert "layers" not in config and len(config["heads"]) == 1
+    assert "method.heads=[" in capsys.readouterr().out
+
+
+def test_dataset_without_boxes_is_one_line(capsys):
+    from clipbench.heads import main
+
+    assert main(["dataset=cifar100"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: dataset: 'cifar100' has no boxes; use a REC or region dataset (e.g. dataset=refcoco, coco_regions, "
+        "or experiment=toy_falip_head_sensitivity)"
     ]

@@ -201,11 +201,11 @@ def test_falip_with_zero_alpha_equals_clip_and_positive_alpha_changes_scores(tmp
     for a, b in zip(clip.scores, falip_zero.scores):
         np.testing.assert_allclose(json.loads(a), json.loads(b), atol=2e-4)
 
-    from clipbench.models import attention
+    from clipbench.methods import falip as falip_module
 
     seen = []
-    original = attention.encode_with_attention_bias
-    monkeypatch.setattr(attention, "encode_with_attention_bias", lambda m, im, bias, *a, **k: seen.append(bias) or original(m, im, bias, *a, **k))
+    original = falip_module.encode_with_attention_bias
+    monkeypatch.setattr(falip_module, "encode_with_attention_bias", lambda m, im, bias, *a, **k: seen.append(bias) or original(m, im, bias, *a, **k))
     _run(tmp_path, *common, "method=falip", "method.alpha=5.0", "method.shape=uniform", "method.layers=[1,2]")
     falip = pd.read_csv(tmp_path / "run" / "predictions.csv")
     assert any(json.loads(a) != json.loads(b) for a, b in zip(clip.scores, falip.scores))

@@ -64,7 +64,7 @@ def test_optuna_search_maximises_the_optimized_metric(tmp_path, cifar_root):
     frame = pd.read_csv(tmp_path / "results.csv")
     top1 = frame[frame.metric == "top1"].value
     assert len(top1) >= 1 and best["best_value"] == top1.max()
-    assert set(best["best_params"]) == {"method.alpha", "method.layers", "method.rows"}
+    assert {"method.alpha", "method.rows"} <= set(best["best_params"])
 
 
 def test_optimized_value_picks_the_named_metric():

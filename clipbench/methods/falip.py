@@ -6,6 +6,11 @@ per head by ``method.heads`` (clipbench/models/attention.py). Keys: alpha (0.2),
 shape (gaussian | uniform | ellipse), rows, layers (default the last 4 blocks; negative indices count
 from the end), heads (all | [i, ...] | one list per layer | {scale: layers x heads}), resize (square |
 center_crop) and fast (the exact shared-prefix path; false = a full forward per box).
+
+Towers without a CLS token (SigLIP/SigLIP2/SO400M: timm's MAP head, ``timm_pool: map``): ``rows=cls`` puts
+the bias on the pooling probe's attention over the patches (the probe is the only query that pools the
+image), ``heads`` then selects the probe's heads and ``layers`` has no meaning (setting it is a config
+error; use ``rows=all`` or ``diagonal`` to bias blocks). The other keys mean the same on every tower.
 """
 
 from __future__ import annotations
@@ -28,15 +33,16 @@ from clipbench.methods.foveal_bias import (
 )
 from clipbench.models.attention import (
     ROWS,
+    attention_tower,
     bias_from_patch_weights,
     check_heads_spec,
     encode_with_attention_bias,
     head_scale_matrix,
+    probe_bias_from_patch_weights,
     resolve_layers,
-    tower_shape,
-    vit_tower,
 )
 
+DEFAULT_LAYERS = [-4, -3, -2, -1]
 #: regions encoded together; bounds the activations and per-head biases held at once
 REGION_CHUNK = 64
 
@@ -48,7 +54,7 @@ class FalipConfig(MethodConfig):
     sigma: float = 100.0
     shape: str = "gaussian"
     rows: str = "cls"
-    layers: Any = field(default_factory=lambda: [-4, -3, -2, -1])
+    layers: Any = field(default_factory=lambda: list(DEFAULT_LAYERS))
     heads: Any = "all"
     resize: str = "square"
     fast: bool = True
@@ -71,16 +77,39 @@ class FalipMethod(Method):
     def __init__(self, cfg: FalipConfig, model):
         super().__init__(cfg, model)
         cfg.validate()
-        visual = vit_tower(model.model, model.arch)
-        depth, num_heads = tower_shape(visual)
+        self.tower = attention_tower(model.model, model.arch)
         self.grid = PatchGrid.of(model)
-        self.layers = resolve_layers(cfg.layers, depth)
-        self.head_scale = head_scale_matrix(cfg.heads, self.layers, num_heads)
+        self.on_probe = cfg.rows == "cls" and not self.tower.has_cls
+        if self.on_probe:
+            if self.tower.probe_heads is None:
+                raise ConfigError("method.rows", f"cls: {model.arch}'s image tower has no CLS token and no pooling probe")
+            if list(cfg.layers) != DEFAULT_LAYERS:
+                raise ConfigError(
+                    "method.layers", f"has no meaning with rows=cls on {model.arch}: it has no CLS token, the bias goes "
+                    "on its pooling probe; use rows=all or diagonal to bias blocks"
+                )
+            self.layers = ()
+            self.head_scale = head_scale_matrix(cfg.heads, ("probe",), self.tower.probe_heads)
+        else:
+            self.layers = resolve_layers(cfg.layers, self.tower.depth)
+            self.head_scale = head_scale_matrix(cfg.heads, self.layers, self.tower.num_heads)
         self.transform = image_transform(model, cfg.resize)
 
     def patch_weights(self, image, region: Region) -> torch.Tensor:
         cfg = self.cfg
         return region_patch_weights(region, image.width, image.height, self.grid, cfg.resize, cfg.alpha, cfg.sigma, cfg.shape)
+
+    def encode_with_weights(self, images: torch.Tensor, weights: torch.Tensor, owner=None) -> torch.Tensor:
+        """(R, D) features of preprocessed ``images`` with (R, g, g) patch weights (``owner``: image of each)."""
+        if self.on_probe:
+            probe = probe_bias_from_patch_weights(weights, self.tower)
+            return encode_with_attention_bias(
+                self.model, images, None, (), owner=owner, fast=self.cfg.fast, probe_bias=probe, probe_scale=self.head_scale
+            )
+        bias = bias_from_patch_weights(weights, self.cfg.rows, self.tower.prefix)
+        return encode_with_attention_bias(
+            self.model, images, bias, self.layers, self.head_scale, owner=owner, fast=self.cfg.fast
+        )
 
     def encode_regions(self, images, regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
         flat = [(i, self.patch_weights(images[i], region)) for i in range(len(images)) for region in regions[i]]
@@ -93,11 +122,10 @@ class FalipMethod(Method):
                 if i not in tensors:
                     tensors[i] = self.transform(images[i])
             local = {i: k for k, i in enumerate(owners)}
-            bias = bias_from_patch_weights(torch.stack([w for _, w in chunk]), self.cfg.rows)
             feats.append(
-                encode_with_attention_bias(
-                    self.model, torch.stack([tensors[i] for i in owners]), bias, self.layers, self.head_scale,
-                    owner=torch.tensor([local[i] for i, _ in chunk]), fast=self.cfg.fast,
+                self.encode_with_weights(
+                    torch.stack([tensors[i] for i in owners]), torch.stack([w for _, w in chunk]),
+                    owner=torch.tensor([local[i] for i, _ in chunk]),
                 )
             )
             for i in owners[:-1]:

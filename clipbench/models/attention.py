@@ -1,29 +1,38 @@
-"""Additive attention biases inside an open_clip ViT image tower (FALIP's foveal attention and its reuses).
+"""Additive attention biases inside a CLIP image tower (FALIP's foveal attention and its reuses).
 
-A bias is added to the scaled logits ``QK^T / sqrt(d)`` of the chosen residual blocks before the softmax,
-exactly as ``nn.MultiheadAttention``'s float ``attn_mask`` does, cast to the residual stream's dtype.
-Nothing is patched: the straightforward path hands the bias to open_clip's own blocks as ``attn_mask``; the
-fast path runs the same blocks' weights step by step.
+A bias is added to the scaled logits ``QK^T / sqrt(d)`` of the chosen blocks before the softmax, exactly as
+a float ``attn_mask`` does, cast to the residual stream's dtype. Nothing is patched: the bias reaches the
+tower's own blocks as ``attn_mask``; open_clip's own ViT also has a hand-written exact fast path.
+
+Towers (``attention_tower``): open_clip's ``VisionTransformer`` (OpenAI CLIP, DFN, MetaCLIP, CoCa's
+attentional pooler), timm ViTs inside open_clip (``vision_cfg.timm_model_name``: SigLIP/SigLIP2/SO400M
+with the MAP head, register tokens, EVA02 with rotary embeddings) and Hugging Face ``CLIPVisionModel``
+(``model.source=hf``). Conv towers (ResNet, ConvNeXt, FastViT) are refused with one line.
+Patch grid, prefix tokens (CLS, registers, none) and input size come from the tower.
 
 Public API::
 
-    layers = resolve_layers([-4, -3, -2, -1], depth)             # -> (8, 9, 10, 11) on a 12-block ViT
+    tower = attention_tower(loaded.model)                        # depth, num_heads, prefix, has_cls, probe_heads
+    layers = resolve_layers([-4, -3, -2, -1], tower.depth)       # -> (8, 9, 10, 11) on a 12-block ViT
     scale = head_scale_matrix("all" | [0, 3] | [[0], [1, 2], ...] | {"scale": [[...]]}, layers, num_heads)
-    bias = bias_from_patch_weights(patch_weights, rows="cls")    # (B, g, g) -> (B, L, L), L = 1 + g*g
+    bias = bias_from_patch_weights(patch_weights, rows="cls", prefix=tower.prefix)   # (B, g, g) -> (B, L, L)
     feats = encode_with_attention_bias(loaded, images, bias, layers, head_scale=scale)   # (B, D), L2-normalised
 
 * ``images``: (B, 3, S, S) tensors already preprocessed for the model (any input, e.g. depth maps).
 * ``bias``: (R, L, L), shared by all heads, or per head (R, H, L, L); ``owner`` (R,) maps each bias to its
   image when several biases share one image (R regions over B images); without it R == B.
+* ``probe_bias`` (R, 1, Lk) (``probe_bias_from_patch_weights``): the bias on the attention-pool probe's
+  query over its keys, for towers without a CLS token (SigLIP's MAP head); ``probe_scale`` (1, Hp).
 * ``head_scale``: (len(layers), H) multipliers of the bias per (masked layer, head); None = 1 everywhere.
-* ``fast=True`` (default) runs the blocks before the first masked layer once per image, the masked blocks
-  on all of an image's biases as one batch, and only the CLS query in the last block; ``fast=False`` is a
-  full forward per bias through open_clip's own blocks with ``attn_mask``. Both give the same features.
-* ``cls_attention(loaded, images)`` returns the CLS row of every block's per-head attention (head analysis).
+* ``fast=True`` (default) runs the blocks before the first masked layer once per image and the rest on all
+  of an image's biases as one batch (on open_clip's ViT also the CLS-only rows and last block);
+  ``fast=False`` is a full forward per bias through the tower's own blocks. Both give the same features.
+* ``cls_attention(loaded, images)`` returns the pooling query's per-head attention (head analysis).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,19 +45,261 @@ from clipbench.errors import ConfigError
 ROWS = ("cls", "all", "diagonal")
 
 
-def vit_tower(model: nn.Module, arch: str = "this model") -> nn.Module:
-    """The open_clip ``VisionTransformer`` of ``model`` (a CLIP or the tower itself); ConfigError otherwise."""
+class Tower:
+    """What the bias machinery needs of a ViT image tower: token layout, blocks, pooling and projection.
+
+    Tokens: ``prefix`` tokens (CLS first when ``has_cls``, then register tokens) and the g*g patches, row-major.
+    ``probe_heads``: heads of an attention-pool probe (SigLIP's MAP head) whose attention over ``probe_skip:``
+    tokens a bias can steer; None where the pooled feature is the CLS token's (or an average).
+    """
+
+    kind = "vit"
+    has_cls = True
+    prefix = 1
+    probe_heads: int | None = None
+    probe_skip = 0
+
+    def __init__(self, visual: nn.Module, blocks: Sequence[nn.Module], num_heads: int, tokens: int):
+        self.visual, self.blocks, self.num_heads, self.tokens = visual, blocks, num_heads, tokens
+        self.depth = len(blocks)
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def block(self, i: int, x: torch.Tensor, ctx: Any, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pool(self, x: torch.Tensor, probe_mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def qkv(self, i: int, x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, H, L, hd) queries, keys and values of block ``i`` (after q/k norms and rotary embeddings)."""
+        raise NotImplementedError
+
+    def finish(self, i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Block ``i``'s output for the residual rows ``x`` (N, r, D) given their attention output (N, H, r, hd)."""
+        raise NotImplementedError
+
+    def query_key(self, i: int, x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, H, L, hd) queries (already times the softmax scale) and keys of block ``i``."""
+        q, k, _ = self.qkv(i, x, ctx)
+        return q * q.shape[-1] ** -0.5, k
+
+    def rows_supported(self) -> bool:
+        """``qkv``/``finish`` reproduce every block (the fast path may then compute chosen query rows only)."""
+        return False
+
+    def cls_pooled(self) -> bool:
+        """The pooled feature depends on the last block's CLS output alone."""
+        return False
+
+
+class OpenClipViT(Tower):
+    """open_clip's ``VisionTransformer`` (CLIP, DFN, MetaCLIP, CoCa with its attentional pooler)."""
+
+    kind = "open_clip"
+
+    def __init__(self, visual):
+        blocks = visual.transformer.resblocks
+        super().__init__(visual, blocks, int(blocks[0].attn.num_heads), visual.positional_embedding.shape[0])
+        self.batch_first = visual.transformer.batch_first
+
+    def embed(self, images):
+        return self.visual._embeds(images), None
+
+    def block(self, i, x, ctx, mask=None):
+        if mask is not None:
+            mask = mask.reshape(-1, *mask.shape[-2:])  # (N*H, L, L), batch-major as nn.MultiheadAttention wants
+        return _call_block(self.blocks[i], x, self.batch_first, mask)
+
+    def pool(self, x, probe_mask=None):
+        pooled, _ = self.visual._pool(x)
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+    def rows_supported(self):
+        return all(
+            isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
+            and not hasattr(b, "ln_1_kv") for b in self.blocks
+        )
+
+    def cls_pooled(self):
+        return getattr(self.visual, "attn_pool", None) is None and getattr(self.visual, "pool_type", "tok") == "tok"
+
+    def qkv(self, i, x, ctx):
+        block = self.blocks[i]
+        attn = block.attn
+        if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or hasattr(block, "ln_1_kv"):
+            raise ConfigError("model.arch", "per-head attention maps need nn.MultiheadAttention blocks")
+        n, length, _ = x.shape
+        q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        return tuple(t.reshape(n, length, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+
+    def finish(self, i, x, out):
+        block = self.blocks[i]
+        y = x + block.ls_1(block.attn.out_proj(out.transpose(1, 2).reshape(out.shape[0], -1, x.shape[-1])))
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+
+class TimmViT(Tower):
+    """A timm ViT inside open_clip's ``TimmModel``: VisionTransformer (SigLIP/SigLIP2 MAP head, register
+    tokens) or Eva (EVA02, rotary embeddings), through timm's own blocks with ``attn_mask``."""
+
+    kind = "timm"
+
+    def __init__(self, visual):
+        trunk = visual.trunk
+        self.trunk = trunk
+        self.eva = type(trunk).__name__ == "Eva"
+        grid = tuple(trunk.patch_embed.grid_size)
+        self.prefix = int(trunk.num_prefix_tokens)
+        self.has_cls = getattr(trunk, "cls_token", None) is not None
+        super().__init__(visual, trunk.blocks, int(trunk.blocks[0].attn.num_heads), self.prefix + grid[0] * grid[1])
+        pool = getattr(trunk, "attn_pool", None)
+        if pool is not None:
+            self.probe_heads = int(pool.num_heads)
+            self.probe_skip = 0 if self.eva or getattr(trunk, "pool_include_prefix", False) else self.prefix
+
+    def embed(self, images):
+        trunk = self.trunk
+        x = trunk.patch_embed(images)
+        if self.eva:
+            x, rope = trunk._pos_embed(x)
+        else:
+            x, rope = trunk.patch_drop(trunk._pos_embed(x)), None
+        return trunk.norm_pre(x), rope
+
+    def _rope(self, i, ctx):
+        return ctx[i] if ctx is not None and getattr(self.trunk, "rope_mixed", False) else ctx
+
+    def block(self, i, x, ctx, mask=None):
+        if self.eva:
+            return self.blocks[i](x, rope=self._rope(i, ctx), attn_mask=mask)
+        return self.blocks[i](x, attn_mask=mask)
+
+    def pool(self, x, probe_mask=None):
+        trunk = self.trunk
+        x = trunk.norm(x)
+        if probe_mask is None:
+            x = trunk.forward_head(x)
+        else:  # timm's pool() -> fc_norm -> head_drop -> head, with the probe's attention biased
+            x = trunk.attn_pool(x[:, self.probe_skip :], attn_mask=probe_mask)
+            x = trunk.head(trunk.head_drop(trunk.fc_norm(x)))
+        return self.visual.head(x)
+
+    def rows_supported(self):
+        from timm.models.eva import EvaAttention, EvaBlock
+        from timm.models.vision_transformer import Attention, Block
+
+        kinds = (EvaBlock, EvaAttention) if self.eva else (Block, Attention)
+        return all(
+            type(b) is kinds[0] and type(b.attn) is kinds[1] and getattr(b.attn, "gate", None) is None for b in self.blocks
+        )
+
+    def cls_pooled(self):
+        trunk = self.trunk
+        return self.has_cls and getattr(trunk, "attn_pool", None) is None and trunk.global_pool == "token"
+
+    def qkv(self, i, x, ctx):
+        attn = self.blocks[i].attn
+        h = self.blocks[i].norm1(x)
+        n, length, _ = h.shape
+        if self.eva and type(attn).__name__ == "EvaAttention":
+            if attn.qkv is not None:
+                bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+                q, k, v = F.linear(h, attn.qkv.weight, bias).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+            else:
+                q, k, v = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            rope = self._rope(i, ctx)
+            if rope is not None:
+                from timm.layers import apply_rot_embed_cat
+
+                p, half = self.prefix, getattr(attn, "rotate_half", False)
+                q = torch.cat([q[:, :, :p], apply_rot_embed_cat(q[:, :, p:], rope, half=half)], dim=2).type_as(v)
+                k = torch.cat([k[:, :, :p], apply_rot_embed_cat(k[:, :, p:], rope, half=half)], dim=2).type_as(v)
+        elif not self.eva and hasattr(attn, "qkv") and hasattr(attn, "q_norm"):
+            q, k, v = attn.qkv(h).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        else:
+            raise ConfigError("model.arch", f"per-head attention maps are not available for {type(attn).__name__} blocks")
+        return q, k, v
+
+    def finish(self, i, x, out):
+        block = self.blocks[i]
+        a = block.attn.proj(block.attn.norm(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)))
+        if self.eva:
+            y = x + (a if block.gamma_1 is None else block.gamma_1 * a)
+            m = block.mlp(block.norm2(y))
+            return y + (m if block.gamma_2 is None else block.gamma_2 * m)
+        y = x + block.ls1(a)
+        return y + block.ls2(block.mlp(block.norm2(y)))
+
+    def probe_query_key(self, x):
+        """(N, Hp, 1, hd) scaled probe query and (N, Hp, Lk, hd) keys of the MAP head (after the final norm)."""
+        pool = self.trunk.attn_pool
+        x = self.trunk.norm(x)[:, self.probe_skip :]
+        if pool.pos_embed is not None:
+            x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+        n, length, _ = x.shape
+        q = pool.q(pool.latent.expand(n, -1, -1)).reshape(n, pool.latent_len, pool.num_heads, -1).transpose(1, 2)
+        k = pool.kv(x).reshape(n, length, 2, pool.num_heads, -1).permute(2, 0, 3, 1, 4)[0]
+        q, k = pool.q_norm(q), pool.k_norm(k)
+        return q * pool.scale, k
+
+
+class HFCLIPVision(Tower):
+    """A Hugging Face ``CLIPVisionTransformer``: its encoder layers with an additive ``attention_mask``."""
+
+    kind = "hf"
+
+    def __init__(self, visual):
+        vm = visual.vision_model
+        layers = vm.encoder.layers
+        super().__init__(visual, layers, int(layers[0].self_attn.num_heads), 1 + visual.grid_size**2)
+
+    def embed(self, images):
+        vm = self.visual.vision_model
+        return vm.pre_layrnorm(vm.embeddings(images)), None
+
+    def block(self, i, x, ctx, mask=None):
+        return self.blocks[i](x, mask)
+
+    def pool(self, x, probe_mask=None):
+        return self.visual.visual_projection(self.visual.vision_model.post_layernorm(x[:, 0]))
+
+    def rows_supported(self):
+        return True
+
+    def cls_pooled(self):
+        return True
+
+    def qkv(self, i, x, ctx):
+        attn = self.blocks[i].self_attn
+        h = self.blocks[i].layer_norm1(x)
+        n, length, _ = h.shape
+        return tuple(p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+
+    def finish(self, i, x, out):
+        layer = self.blocks[i]
+        y = x + layer.self_attn.out_proj(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1))
+        return y + layer.mlp(layer.layer_norm2(y))
+
+
+def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
+    """The bias adapter of ``model``'s image tower (a CLIP or the tower itself); ConfigError for conv towers."""
     visual = getattr(model, "visual", model)
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if blocks is None or not hasattr(visual, "_embeds") or not hasattr(visual, "_pool"):
-        raise ConfigError("model.arch", f"attention biases need an open_clip ViT image tower; {arch} has none")
-    return visual
-
-
-def tower_shape(visual: nn.Module) -> tuple[int, int]:
-    """(depth, heads) of a ViT tower."""
-    blocks = visual.transformer.resblocks
-    return len(blocks), int(blocks[0].attn.num_heads)
+    if isinstance(visual, Tower):
+        return visual
+    if getattr(getattr(visual, "transformer", None), "resblocks", None) is not None and hasattr(visual, "_embeds"):
+        return OpenClipViT(visual)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed") and hasattr(trunk, "num_prefix_tokens"):
+        return TimmViT(visual)
+    adapter = getattr(visual, "attention_tower", None)  # e.g. the Hugging Face CLIP wrapper
+    if callable(adapter):
+        return adapter()
+    name = type(getattr(visual, "trunk", visual)).__name__
+    raise ConfigError("model.arch", f"FALIP and head analysis need attention blocks; {arch}'s image tower ({name}) has none")
 
 
 def resolve_layers(spec: Any, depth: int) -> tuple[int, ...]:
@@ -65,8 +316,31 @@ def resolve_layers(spec: Any, depth: int) -> tuple[int, ...]:
 
 
 def check_heads_spec(spec: Any) -> None:
-    """Syntax of ``method.heads`` without the model: all | [i, ...] | [[i, ...], ...] | {scale: [[s, ...], ...]}."""
+    """Syntax of ``method.heads`` without the model: all | [i, ...] | [[i, ...], ...] | {scale: [[s, ...], ...]}
+    | {b<block>: {h<head>: s, ...}, ...} (a scale per block and head, 0 for unlisted heads)."""
     _heads_rows(spec)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _block_scales(spec: Any) -> dict[str, dict[int, float]] | None:
+    """{b<block>|probe: {h<head>: scale}} -> {"<block>"|"probe": {head: scale}}; None if ``spec`` is not that form."""
+    if not isinstance(spec, dict) or not spec or set(spec) == {"scale"}:
+        return None
+    out = {}
+    for key, heads in spec.items():
+        block = key[1:] if isinstance(key, str) and key.startswith("b") else key if key == "probe" else None
+        if block is None or (block != "probe" and not block.isdigit()) or not isinstance(heads, dict):
+            return None
+        row = {}
+        for hk, v in heads.items():
+            if not (isinstance(hk, str) and hk.startswith("h") and hk[1:].isdigit() and _number(v)):
+                return None
+            row[int(hk[1:])] = float(v)
+        out[block] = row
+    return out
 
 
 def _heads_rows(spec: Any) -> tuple[str, Any]:
@@ -75,6 +349,9 @@ def _heads_rows(spec: Any) -> tuple[str, Any]:
 
     if spec is None or spec == "all":
         return "all", None
+    blocks = _block_scales(spec)
+    if blocks is not None:
+        return "blocks", blocks
     if isinstance(spec, dict) and set(spec) == {"scale"}:
         rows = spec["scale"]
         if isinstance(rows, (list, tuple)) and rows and all(
@@ -88,17 +365,29 @@ def _heads_rows(spec: Any) -> tuple[str, Any]:
         return "per_layer", [list(r) for r in spec]
     raise ConfigError(
         "method.heads",
-        f"{spec!r} is not allowed; use all, a list of head indices, one list per layer, or {{scale: [[...], ...]}} "
-        "(a layers x heads matrix)",
+        f"{spec!r} is not allowed; use all, a list of head indices, one list per layer, {{scale: [[...], ...]}} "
+        "(a layers x heads matrix) or {b<block>: {h<head>: scale}}",
     )
 
 
-def head_scale_matrix(spec: Any, layers: Sequence[int], num_heads: int) -> torch.Tensor:
+def head_scale_matrix(spec: Any, layers: Sequence[int | str], num_heads: int) -> torch.Tensor:
     """(len(layers), num_heads) float32 multipliers of the bias for ``method.heads``."""
     kind, rows = _heads_rows(spec)
     n = len(layers)
     if kind == "all":
         return torch.ones(n, num_heads)
+    if kind == "blocks":
+        names = [str(layer) for layer in layers]
+        extra, missing = sorted(set(rows) - set(names)), [b for b in names if b not in rows]
+        if extra or missing:
+            raise ConfigError(
+                "method.heads", f"its blocks must be the masked ones {names}: {extra or missing} "
+                f"{'are not masked' if extra else 'have no entry'}"
+            )
+        bad = sorted({h for b in names for h in rows[b] if not 0 <= h < num_heads})
+        if bad:
+            raise ConfigError("method.heads", f"head indices {bad} out of range: each block has {num_heads} heads")
+        return torch.tensor([[rows[b].get(h, 0.0) for h in range(num_heads)] for b in names], dtype=torch.float32)
     if kind == "scale":
         if len(rows) != n or any(len(r) != num_heads for r in rows):
             raise ConfigError(
@@ -119,11 +408,12 @@ def head_scale_matrix(spec: Any, layers: Sequence[int], num_heads: int) -> torch
     return scale
 
 
-def bias_from_patch_weights(patch_weights: torch.Tensor, rows: str = "cls") -> torch.Tensor:
-    """(B, g, g) or (g, g) patch weights -> (B, L, L) float32 bias, L = 1 + g*g; token 1 + r*g + c is patch (r, c).
+def bias_from_patch_weights(patch_weights: torch.Tensor, rows: str = "cls", prefix: int = 1) -> torch.Tensor:
+    """(B, g, g) or (g, g) patch weights -> (B, L, L) float32 bias, L = prefix + g*g; token prefix + r*g + c is
+    patch (r, c) and token 0 the CLS token.
 
-    ``cls`` (official): row 0 (the CLS query) at the patch columns; ``all``: every query row;
-    ``diagonal``: entry (t, t) of each patch token t. Everything else is 0 (never -inf).
+    ``cls`` (official): row 0 (the CLS query) at the patch columns; ``all``: every query row (CLS, registers,
+    patches); ``diagonal``: entry (t, t) of each patch token t. Everything else is 0 (never -inf).
     """
     if rows not in ROWS:
         raise ConfigError("method.rows", f"{rows!r} is not allowed; use one of {list(ROWS)}")
@@ -132,14 +422,23 @@ def bias_from_patch_weights(patch_weights: torch.Tensor, rows: str = "cls") -> t
         weights = weights[None]
     flat = weights.flatten(1)
     b, n = flat.shape
-    bias = torch.zeros(b, n + 1, n + 1, dtype=torch.float32, device=weights.device)
+    bias = torch.zeros(b, n + prefix, n + prefix, dtype=torch.float32, device=weights.device)
     if rows == "cls":
-        bias[:, 0, 1:] = flat
+        bias[:, 0, prefix:] = flat
     elif rows == "all":
-        bias[:, :, 1:] = flat[:, None, :]
+        bias[:, :, prefix:] = flat[:, None, :]
     else:
-        idx = torch.arange(1, n + 1, device=weights.device)
+        idx = torch.arange(prefix, n + prefix, device=weights.device)
         bias[:, idx, idx] = flat
+    return bias
+
+
+def probe_bias_from_patch_weights(patch_weights: torch.Tensor, tower: Tower) -> torch.Tensor:
+    """(B, g, g) patch weights -> (B, 1, Lk) float32 bias of the pooling probe's query over its Lk keys."""
+    flat = patch_weights.float().reshape(len(patch_weights), -1)
+    offset = tower.prefix - tower.probe_skip
+    bias = torch.zeros(len(flat), 1, offset + flat.shape[1], dtype=torch.float32, device=flat.device)
+    bias[:, 0, offset:] = flat
     return bias
 
 
@@ -158,149 +457,147 @@ def _call_block(block: nn.Module, x: torch.Tensor, batch_first: bool, attn_mask:
     return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
 
 
-def _check_bias(bias: torch.Tensor, tokens: int, num_heads: int) -> None:
-    ok = bias.ndim in (3, 4) and bias.shape[-2:] == (tokens, tokens) and (bias.ndim == 3 or bias.shape[1] == num_heads)
+def _check_bias(bias: torch.Tensor, rows: int, tokens: int, num_heads: int, what: str = "bias") -> None:
+    ok = bias.ndim in (3, 4) and bias.shape[-2:] == (rows, tokens) and (bias.ndim == 3 or bias.shape[1] == num_heads)
     if not ok:
-        raise ValueError(f"bias must be (R, {tokens}, {tokens}) or (R, {num_heads}, {tokens}, {tokens}); got {tuple(bias.shape)}")
+        raise ValueError(f"{what} must be (R, {rows}, {tokens}) or (R, {num_heads}, {rows}, {tokens}); got {tuple(bias.shape)}")
 
 
 @torch.inference_mode()
 def encode_with_attention_bias(
     loaded,
     images: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     layers: Any,
     head_scale: torch.Tensor | None = None,
     owner: torch.Tensor | None = None,
     fast: bool = True,
     normalize: bool = True,
+    probe_bias: torch.Tensor | None = None,
+    probe_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(R, D) image features with ``bias`` added to the attention logits of ``layers`` (see the module doc)."""
-    visual = vit_tower(loaded.model, getattr(loaded, "arch", "this model"))
-    depth, num_heads = tower_shape(visual)
-    layers = resolve_layers(layers, depth)
+    """(R, D) image features with ``bias`` added to the attention logits of ``layers`` and ``probe_bias``
+    (R, 1, Lk) to the pooling probe's (see the module doc)."""
+    tower = attention_tower(loaded.model, getattr(loaded, "arch", "this model"))
+    if bias is None and probe_bias is None:
+        raise ValueError("give a block bias, a probe bias, or both")
+    layers = resolve_layers(layers, tower.depth) if bias is not None else ()
     images = images.to(loaded.device)
+    count = len(bias) if bias is not None else len(probe_bias)
     owner = torch.arange(len(images)) if owner is None else owner.to("cpu", torch.long)
-    if len(owner) != len(bias):
-        raise ValueError(f"{len(bias)} biases for {len(owner)} owners")
-    _check_bias(bias, visual.positional_embedding.shape[0], num_heads)
-    if head_scale is not None and tuple(head_scale.shape) != (len(layers), num_heads):
-        raise ValueError(f"head_scale must be {len(layers)} x {num_heads}, got {tuple(head_scale.shape)}")
-    bias = bias.to(loaded.device)
+    if len(owner) != count:
+        raise ValueError(f"{count} biases for {len(owner)} owners")
+    if bias is not None:
+        _check_bias(bias, tower.tokens, tower.tokens, tower.num_heads)
+        if head_scale is not None and tuple(head_scale.shape) != (len(layers), tower.num_heads):
+            raise ValueError(f"head_scale must be {len(layers)} x {tower.num_heads}, got {tuple(head_scale.shape)}")
+        bias = bias.to(loaded.device)
+    if probe_bias is not None:
+        if tower.probe_heads is None:
+            raise ConfigError("method.rows", f"{loaded.arch}'s image tower has no attention-pool probe to bias")
+        _check_bias(probe_bias, 1, tower.tokens - tower.probe_skip, tower.probe_heads, "probe_bias")
+        probe_bias = probe_bias.to(loaded.device)
+    owner = owner.to(loaded.device)
     with loaded.autocast():
-        x = visual._embeds(images)
-        run = _fast_blocks if fast and _fast_supported(visual) else _reference_blocks
-        x = run(visual, x, bias, owner.to(loaded.device), layers, head_scale, num_heads)
-        pooled, _ = visual._pool(x)
-        if visual.proj is not None:
-            pooled = pooled @ visual.proj
+        x, ctx = tower.embed(images)
+        if fast and bias is not None and probe_bias is None and tower.has_cls and tower.rows_supported():
+            x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, head_scale)
+        else:
+            x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, head_scale, fast)
+        probe = None if probe_bias is None else _layer_bias(probe_bias, probe_scale, 0, tower.probe_heads, x.dtype)
+        pooled = tower.pool(x, probe)
     pooled = pooled.float()
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
-def _reference_blocks(visual, x, bias, owner, layers, scale, num_heads):
-    """A full forward per bias: open_clip's blocks with the bias as ``attn_mask`` in ``layers``."""
+def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, fast: bool):
+    """The tower's own blocks with the bias as ``attn_mask`` in ``layers``; with ``fast`` the blocks before the
+    first masked one run once per image, otherwise every bias gets a full forward."""
+    first = (layers[0] if layers else tower.depth) if fast else 0
+    for i in range(first):
+        x = tower.block(i, x, ctx)
     x = x[owner]
-    batch_first = visual.transformer.batch_first
-    for i, block in enumerate(visual.transformer.resblocks):
-        mask = None
-        if i in layers:
-            mask = _layer_bias(bias, scale, layers.index(i), num_heads, x.dtype)
-            mask = mask.reshape(-1, *mask.shape[-2:])  # (R*H, L, L), batch-major as nn.MultiheadAttention wants
-        x = _call_block(block, x, batch_first, mask)
+    for i in range(first, tower.depth):
+        mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
+        x = tower.block(i, x, ctx, mask)
     return x
 
 
-def _fast_supported(visual) -> bool:
-    blocks = visual.transformer.resblocks
-    return all(
-        isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn._qkv_same_embed_dim
-        and not hasattr(b, "ln_1_kv") for b in blocks
-    )
-
-
-def _cls_pooling(visual) -> bool:
-    """The pooled feature depends on the CLS token alone, so the last block may compute only that query."""
-    return getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
-
-
-def _fast_blocks(visual, x, bias, owner, layers, scale, num_heads):
+def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
     """The exact fast path: shared prefix per image, then all biases as one batch, CLS-only last block."""
-    blocks = visual.transformer.resblocks
-    batch_first = visual.transformer.batch_first
-    first, last = layers[0], len(blocks) - 1
+    first, last = layers[0], tower.depth - 1
     row0_only = not bias[..., 1:, :].any()
     if row0_only:
         bias = bias[..., :1, :]
-    for block in blocks[:first]:
-        x = _call_block(block, x, batch_first)
+    for i in range(first):
+        x = tower.block(i, x, ctx)
     per_image = True
-    for i in range(first, len(blocks)):
-        block = blocks[i]
-        mask = _layer_bias(bias, scale, layers.index(i), num_heads, x.dtype) if i in layers else None
-        cls_only = i == last and _cls_pooling(visual)
+    for i in range(first, tower.depth):
+        mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
+        cls_only = i == last and tower.cls_pooled()
         if per_image and row0_only:
-            x = _manual_block(block, x, mask, cls_only, owner)
+            x = _rows_block(tower, i, x, ctx, mask, cls_only, owner)
         else:
             if per_image:
                 x = x[owner]
             if mask is None and not cls_only:
-                x = _call_block(block, x, batch_first)
+                x = tower.block(i, x, ctx)
             else:
-                x = _manual_block(block, x, mask, cls_only)
+                x = _rows_block(tower, i, x, ctx, mask, cls_only)
         per_image = False
     return x
 
 
-def _manual_block(block, x, mask, cls_only: bool, owner: torch.Tensor | None = None):
-    """One ResidualAttentionBlock with an additive (R, H, Lq, L) bias on the first Lq query rows.
+def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner: torch.Tensor | None = None):
+    """Block ``i`` with an additive (R, H, Lq, L) bias on the first Lq query rows.
 
     With ``owner``, ``x`` holds one token set per image and ``mask`` (Lq == 1) one CLS row per region: the
-    patch rows are unbiased, so they are computed once per image and only the CLS query once per region.
+    other rows are unbiased, so they are computed once per image and only the CLS query once per region.
     Returns (R, L, D), or (R, 1, D) when ``cls_only``.
     """
-    attn: nn.MultiheadAttention = block.attn
-    n, length, dim = x.shape
-    heads = attn.num_heads
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(n, length, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
-
-    def finish(resid, out):
-        out = out.transpose(1, 2).reshape(out.shape[0], -1, dim)
-        y = resid + block.ls_1(attn.out_proj(out))
-        return y + block.ls_2(block.mlp(block.ln_2(y)))
-
+    q, k, v = tower.qkv(i, x, ctx)
     if owner is not None:
-        cls = finish(x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
+        cls = tower.finish(i, x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
         if cls_only:
             return cls
-        patches = finish(x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
-        return torch.cat([cls, patches[owner]], dim=1)
+        rest = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
+        return torch.cat([cls, rest[owner]], dim=1)
     if cls_only:
         row = None if mask is None else mask[..., :1, :]
-        return finish(x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
-    if mask is None or mask.shape[-2] == length:
-        return finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        return tower.finish(i, x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
+    if mask is None or mask.shape[-2] == x.shape[1]:
+        return tower.finish(i, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     rows = mask.shape[-2]
     head_out = F.scaled_dot_product_attention(q[:, :, :rows], k, v, attn_mask=mask)
     rest = F.scaled_dot_product_attention(q[:, :, rows:], k, v)
-    return finish(x, torch.cat([head_out, rest], dim=2))
+    return tower.finish(i, x, torch.cat([head_out, rest], dim=2))
 
 
 @torch.inference_mode()
 def cls_attention(loaded, images: torch.Tensor) -> torch.Tensor:
-    """(B, depth, H, L) softmax attention of the CLS query in every block and head (no bias)."""
-    visual = vit_tower(loaded.model, getattr(loaded, "arch", "this model"))
-    if not _fast_supported(visual):
-        raise ConfigError("model.arch", "per-head attention maps need nn.MultiheadAttention blocks")
-    batch_first = visual.transformer.batch_first
+    """Per-head softmax attention of the pooling query, no bias: (B, depth, H, L) of the CLS query in every
+    block, or (B, 1, Hp, Lk) of the attention-pool probe on towers without a CLS token (SigLIP)."""
+    tower = attention_tower(loaded.model, getattr(loaded, "arch", "this model"))
+    if not tower.has_cls and tower.probe_heads is None:
+        raise ConfigError("model.arch", f"{loaded.arch}'s image tower has neither a CLS token nor a pooling probe")
     maps = []
     with loaded.autocast():
-        x = visual._embeds(images.to(loaded.device))
-        for block in visual.transformer.resblocks:
-            h = block.ln_1(x)
-            h_in = h if batch_first else h.transpose(0, 1)
-            weights = block.attn(h_in, h_in, h_in, need_weights=True, average_attn_weights=False)[1]
-            maps.append(weights[:, :, 0, :].float())
-            x = _call_block(block, x, batch_first)
+        x, ctx = tower.embed(images.to(loaded.device))
+        for i in range(tower.depth):
+            if tower.has_cls:
+                q, k = tower.query_key(i, x, ctx)
+                maps.append((q[:, :, :1] @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0])
+            x = tower.block(i, x, ctx)
+        if not tower.has_cls:
+            q, k = tower.probe_query_key(x)
+            maps.append((q[:, :, :1] @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0])
     return torch.stack(maps, dim=1)
+
+
+def patch_attention(loaded, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """``cls_attention`` restricted to the g*g patch keys, and a label per row (block index or ``probe``)."""
+    tower = attention_tower(loaded.model, getattr(loaded, "arch", "this model"))
+    maps = cls_attention(loaded, images)
+    if tower.has_cls:
+        return maps[..., tower.prefix :], [str(i) for i in range(tower.depth)]
+    return maps[..., tower.prefix - tower.probe_skip :], ["probe"]

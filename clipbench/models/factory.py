@@ -129,17 +129,34 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return x
 
 
-def _vision_geometry(model: torch.nn.Module) -> VisionGeometry:
+def vision_geometry(model: torch.nn.Module) -> VisionGeometry:
     visual = model.visual
     size = getattr(visual, "image_size", None)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    patch = getattr(visual, "patch_size", None)
+    embed = getattr(getattr(visual, "trunk", None), "patch_embed", None)  # timm towers
+    source = embed if hasattr(embed, "grid_size") else visual
+    patch = getattr(source, "patch_size", None)
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    grid = getattr(visual, "grid_size", None)
+    grid = getattr(source, "grid_size", None)
     grid = grid[0] if isinstance(grid, (tuple, list)) else grid
     if size is None:
         size = model.visual.preprocess_cfg["size"] if hasattr(visual, "preprocess_cfg") else 224
     return VisionGeometry(int(size), patch and int(patch), grid and int(grid))
+
+
+def build_structure(source: str, arch: str) -> torch.nn.Module:
+    """``arch`` with random (or meta-device) weights, no checkpoint: enough to read the towers' layout."""
+    import open_clip
+
+    if source == "hf":
+        from transformers import AutoConfig, CLIPModel
+
+        from clipbench.models.hf import HFCLIP
+
+        return HFCLIP(CLIPModel(AutoConfig.from_pretrained(arch)))
+    if arch not in available_archs():
+        raise ConfigError("model.arch", f"{arch!r} is not an open_clip architecture")
+    return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
 
 
 # -- pretrained sources: each returns (state_dict or None, open_clip tag or None, fingerprint) --
@@ -178,6 +195,7 @@ def _source_tag(pretrained, arch):
 
 
 PRETRAINED_SOURCES = [_source_random, _source_file, _source_tag]
+SOURCES = ("open_clip", "hf")
 _MODEL_CACHE: dict[tuple, LoadedModel] = {}
 
 
@@ -188,18 +206,34 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
     reuse: bool = True,
+    source: str = "open_clip",
 ) -> LoadedModel:
     """Build ``arch`` with weights from ``pretrained`` (tag, local file or None), ready for inference.
 
-    Within one process the same (arch, pretrained, precision, device) is built once and reused,
-    so sweeps over method parameters do not reload weights.
+    ``source``: ``open_clip`` (an open_clip architecture name) or ``hf`` (a transformers CLIP hub id or
+    local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
+    pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
+    reload weights.
     """
     import open_clip
 
     device = torch.device(device)
-    key = (arch, str(pretrained), precision, str(device))
+    key = (source, arch, str(pretrained), precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
+    if source not in SOURCES:
+        raise ConfigError("model.source", f"{source!r} is not allowed; use one of {list(SOURCES)}")
+    if source == "hf":
+        from clipbench.models.hf import load_hf
+
+        autocast(device, precision)
+        model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
+        model = model.to(device).eval()
+        loaded = LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
+                             vision_geometry(model))
+        if reuse:
+            _MODEL_CACHE[key] = loaded
+        return loaded
     if arch not in available_archs():
         raise ConfigError(
             "model.arch",
@@ -233,16 +267,20 @@ def load_model(
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
             )
     model = model.to(device).eval()
+    try:
+        tokenizer = open_clip.get_tokenizer(arch)
+    except (OSError, ImportError, ValueError) as exc:  # e.g. SigLIP's tokenizer is downloaded from the hub
+        raise ConfigError("model.arch", f"open_clip could not build {arch}'s tokenizer: {exc}") from None
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
-        tokenizer=open_clip.get_tokenizer(arch),
+        tokenizer=tokenizer,
         arch=arch,
         pretrained=None if pretrained in (None, "", "null", "none", "None") else str(pretrained),
         precision=precision,
         device=device,
         fingerprint=f"{arch}|{fingerprint}",
-        geometry=_vision_geometry(model),
+        geometry=vision_geometry(model),
     )
     if reuse:
         _MODEL_CACHE[key] = loaded

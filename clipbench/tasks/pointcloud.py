@@ -164,15 +164,10 @@ class ViewEncoder:
         return feats.view(clouds.shape[0], self.num_views, -1)
 
     def _encode_falip(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        from clipbench.models.attention import bias_from_patch_weights, encode_with_attention_bias
-
         cfg, grid = self.method.cfg, self.method.grid
         shares = patch_foreground(masks, grid.image_size, grid.grid_size)
         weights = foreground_patch_weights(shares > 0, cfg.alpha, cfg.sigma, cfg.shape)
-        bias = bias_from_patch_weights(weights, cfg.rows)
-        return encode_with_attention_bias(
-            self.model, images, bias, self.method.layers, self.method.head_scale, fast=cfg.fast
-        )
+        return self.method.encode_with_weights(images, weights)
 
 
 def foreground_patch_weights(patches: torch.Tensor, alpha: float, sigma: float, shape: str) -> torch.Tensor:
@@ -199,6 +194,9 @@ def model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     for t in getattr(model.preprocess, "transforms", []):
         if hasattr(t, "mean") and hasattr(t, "std"):
             return tuple(float(m) for m in t.mean), tuple(float(s) for s in t.std)
+    visual = model.model.visual
+    if getattr(visual, "image_mean", None) is not None:  # e.g. a Hugging Face processor's
+        return tuple(visual.image_mean), tuple(visual.image_std)
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     return OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
