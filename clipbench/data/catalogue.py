@@ -35,6 +35,7 @@ MANUAL = {
     "imagenet-r": "unpack https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar: dataset.root holds one wnid folder per class",
     "imagenet-o": "unpack https://people.eecs.berkeley.edu/~hendrycks/imagenet-o.tar: dataset.root holds one wnid folder per class",
     "imagenet_sketch": "unzip ImageNet-Sketch.zip (Google Drive 1Mj0i5HBthqH1p_yeXzsg22gZduvgoNeA): dataset.root is its sketch/ folder",
+    "cars": "torchvision's StanfordCars layout in dataset.root (its download is no longer hosted)",
     "imagenetv2": "dataset.root holds imagenetv2-matched-frequency-format-val/ (from the ImageNetV2 release)",
     "objectnet": "unzip objectnet-1.0.zip from objectnet.dev: dataset.root holds objectnet-1.0/",
     "mscoco_captions": "dataset.root holds val2014/ and coco_test_karpathy.json (github.com/mehdidc/retrieval_annotations)",
@@ -91,7 +92,9 @@ def is_retrieval(name: str, root: Path | None = None) -> bool:
 class ClipBenchmarkConfig:
     name: str = "imagenet1k"  # a clip_benchmark dataset name, or wds/<name>
     catalogue: str = CATALOGUE
-    root: str | None = None  # may hold {dataset} / {dataset_cleaned}, as clip_benchmark eval's --dataset_root
+    # may hold {dataset} / {dataset_cleaned}, as clip_benchmark eval's --dataset_root; for wds/<name>, a
+    # folder holding wds_<name>/ (name with / as -) works too
+    root: str | None = None
     split: str = "test"
     download: bool = False
     classnames: Any = None  # a list of names, or a JSON file {dataset: [names]} (clip_benchmark's custom_classname_file)
@@ -102,7 +105,9 @@ class ClipBenchmarkConfig:
         if self.root in (None, "", "???"):
             raise ConfigError("dataset.root", f"is not set for {self.name}; {how_to_get(self.name)}")
         cleaned = self.name.replace("/", "-")
-        return Path(str(self.root).format(dataset=self.name, dataset_cleaned=cleaned)).expanduser()
+        root = Path(str(self.root).format(dataset=self.name, dataset_cleaned=cleaned)).expanduser()
+        suite_member = root / cleaned.replace("wds-", "wds_", 1)  # a folder holding a whole wds suite
+        return suite_member if self.name.startswith("wds/") and suite_member.is_dir() else root
 
     def validate(self) -> None:
         short = self.name.removeprefix("wds/")
@@ -370,4 +375,37 @@ def write_wds(
         (root / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
     if dataset_type is not None:
         (root / "dataset_type.txt").write_text(dataset_type + "\n")
+    return root
+
+
+def write_generated_suite(
+    root: str | Path, datasets: dict[str, int], n: int = 24, size: int = 32, seed: int = 0, split: str = "test"
+) -> Path:
+    """A small suite in clip_benchmark's wds layout under ``root/wds_<name>``: ``datasets`` maps a name to
+    its number of classes (0: a retrieval set with two captions per image; a name ending in
+    ``_multilabel``: 0/1 label vectors). Images are noisy flat colours, one colour per class."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for name, num_classes in datasets.items():
+        k = max(num_classes, 1)
+        palette = rng.integers(0, 256, (max(k, n), 3))
+        labels = rng.integers(0, k, n)
+        images = [
+            Image.fromarray(np.clip(palette[c] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8))
+            for c in (labels if num_classes else range(n))
+        ]
+        folder = root / f"wds_{name.replace('/', '-')}"
+        if num_classes == 0:
+            samples = [(im, [f"a picture number {i}", f"colour {palette[i].tolist()}"]) for i, im in enumerate(images)]
+            write_wds(folder, split, samples, dataset_type="retrieval", shard_size=max(1, n // 2))
+            continue
+        names = [f"{name.split('/')[-1]} class {c}" for c in range(k)]
+        templates = ["a photo of a {c}.", "a blurry photo of the {c}.", "itap of a {c}."]
+        if name.endswith("_multilabel"):
+            vectors = (rng.random((n, k)) < 0.3).astype(np.int64)
+            vectors[np.arange(n), labels] = 1
+            samples = list(zip(images, vectors))
+            write_wds(folder, split, samples, names, templates, dataset_type="multilabel", shard_size=max(1, n // 2))
+        else:
+            write_wds(folder, split, list(zip(images, labels.tolist())), names, templates, shard_size=max(1, n // 2))
     return root
