@@ -111,7 +111,8 @@ class ClipBenchmarkConfig:
 
     def validate(self) -> None:
         short = self.name.removeprefix("wds/")
-        known = short in catalogue_names() or short.startswith(catalogue_prefixes())
+        # clip_benchmark reads any wds/<name> from its shards (e.g. DataComp's wds/wilds/iwildcam)
+        known = self.name.startswith("wds/") or short in catalogue_names() or short.startswith(catalogue_prefixes())
         if not known:
             close = sorted(n for n in catalogue_names() if short[:4] in n)[:6]
             raise ConfigError("dataset.name", f"{self.name!r} is not in clip_benchmark's catalogue (e.g. {close or 'imagenet1k, cars, wds/vtab/svhn'})")
