@@ -42,15 +42,20 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     """
     rows = results[~results["metric"].isin(NOT_HEADLINE)].copy()
     rows["reproduced"] = rows["value"]
+    rows["_row"] = range(len(rows))
     rep = reported.rename(columns={"model": "model_arch", "value": "reported_raw"}).copy()
     rep["reported"] = rep["reported_raw"] * rep["unit"].map(UNIT_TO_FRACTION)
-    merged = rows.merge(rep[KEYS + ["reported", "paper", "verified"]], on=KEYS, how="left")
+    merged = rows.merge(rep[KEYS + ["reported", "paper", "verified", "setting"]], on=KEYS, how="left")
     pretrained = merged["model_pretrained"].astype(str)
     untagged = pretrained.eq("") | pretrained.str.contains(r"[/\\.]", regex=True)
+    # a number reported for one pretrained tag is no counterpart for another tag of the same arch
+    setting = merged["setting"].fillna("").astype(str)
+    untagged |= setting.str.startswith("pretrained=") & (setting != "pretrained=" + pretrained)
     merged.loc[untagged, "reported"] = float("nan")
     merged[["paper", "verified"]] = merged[["paper", "verified"]].astype(object)
     merged.loc[untagged, ["paper", "verified"]] = ""
-    merged = merged.drop_duplicates()
+    matched = merged.groupby("_row")["reported"].transform(lambda r: r.notna().any())
+    merged = merged[merged["reported"].notna() | ~matched].drop(columns=["_row", "setting"]).drop_duplicates()
     merged["diff"] = merged["reproduced"] - merged["reported"]
     cols = KEYS + ["model_pretrained", "method_params", "n", "reproduced", "reported", "diff", "paper", "verified"]
     return merged[cols].sort_values(KEYS).reset_index(drop=True)
@@ -72,7 +77,7 @@ def paper_layout(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False) -> Path:
-    from clipbench.report import plots
+    from clipbench.report import plots, suite
 
     results = load_results(results_csv)
     reported = load_reported()
@@ -90,9 +95,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False) -> P
         (exp_dir / "table.md").write_text(f"# {experiment}\n\n" + to_markdown(layout))
         (exp_dir / "table.tex").write_text(to_latex(layout, f"{experiment} (x100)"))
         figures = plots.all_plots(part, exp_dir)
+        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment))
         index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
                   f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
-        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures]
+        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures] + suite_lines
         matched = table["reported"].notna().sum()
         index += [f"* {len(table)} result rows, {matched} with a reported counterpart", ""]
         wandb_tables[str(experiment)] = (shown, layout)
