@@ -380,7 +380,8 @@ def write_wds(
 
 
 def write_generated_suite(
-    root: str | Path, datasets: dict[str, int], n: int = 24, size: int = 32, seed: int = 0, split: str = "test"
+    root: str | Path, datasets: dict[str, int], n: int = 24, size: int = 32, seed: int = 0, split: str = "test",
+    templates: list[str] | None = None, image_format: str = "png", shard_size: int | None = None,
 ) -> Path:
     """A small suite in clip_benchmark's wds layout under ``root/wds_<name>``: ``datasets`` maps a name to
     its number of classes (0: a retrieval set with two captions per image; a name ending in
@@ -398,15 +399,16 @@ def write_generated_suite(
         folder = root / f"wds_{name.replace('/', '-')}"
         if num_classes == 0:
             samples = [(im, [f"a picture number {i}", f"colour {palette[i].tolist()}"]) for i, im in enumerate(images)]
-            write_wds(folder, split, samples, dataset_type="retrieval", shard_size=max(1, n // 2))
+            write_wds(folder, split, samples, dataset_type="retrieval", shard_size=shard_size or max(1, n // 2), image_format=image_format)
             continue
         names = [f"{name.split('/')[-1]} class {c}" for c in range(k)]
-        templates = ["a photo of a {c}.", "a blurry photo of the {c}.", "itap of a {c}."]
+        prompts = templates or ["a photo of a {c}.", "a blurry photo of the {c}.", "itap of a {c}."]
+        per_shard = shard_size or max(1, n // 2)
         if name.endswith("_multilabel"):
             vectors = (rng.random((n, k)) < 0.3).astype(np.int64)
             vectors[np.arange(n), labels] = 1
             samples = list(zip(images, vectors))
-            write_wds(folder, split, samples, names, templates, dataset_type="multilabel", shard_size=max(1, n // 2))
+            write_wds(folder, split, samples, names, prompts, "multilabel", per_shard, image_format)
         else:
-            write_wds(folder, split, list(zip(images, labels.tolist())), names, templates, shard_size=max(1, n // 2))
+            write_wds(folder, split, list(zip(images, labels.tolist())), names, prompts, None, per_shard, image_format)
     return root
