@@ -115,6 +115,7 @@ def child(args) -> None:
     from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device
 
     device = resolve_device(args.device)
+    Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     reset_peak_memory(device)
     out = PATHS[args.path](args, device)
