@@ -183,6 +183,8 @@ def main() -> None:
     agree = all(
         abs(ours["metrics"][d][m] - theirs["metrics"][d][m]) < 1e-9 for d in ours["metrics"] for m in ("top1", "mean_per_class_recall")
     )
+    for d in ours["metrics"]:
+        print(f"{d}: clipbench {ours['metrics'][d]}, clip_benchmark {theirs['metrics'][d]}")
     rate = {k: r["items"] / r["seconds"] for k, r in results.items()}
     print(f"metrics clipbench vs clip_benchmark: {'identical' if agree else 'DIFFERENT'} on {len(ours['metrics'])} datasets")
     print(f"clipbench_vs_clip_benchmark={rate['clipbench'] / rate['clip_benchmark eval']:.3f} (goal >= 1.3)")
