@@ -153,7 +153,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "run")
     task_spec = TASKS.get(_name(cfg.task, "task"))
     task = to_schema(task_spec.config, cfg.task, "task")
-    dataset_spec = DATASETS.get(_name(cfg.dataset, "dataset"))
+    dataset_spec = DATASETS.get(dataset_kind(cfg.dataset))
     if task.name not in dataset_spec.tasks:
         raise ConfigError(
             "dataset", f"{dataset_spec.name!r} does not serve task={task.name}; it serves {sorted(dataset_spec.tasks)}"
@@ -166,6 +166,12 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     logger = to_schema(LoggerConfig, cfg.logger, "logger")
     dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
     return ValidatedConfig(run, model, logger, task, dataset, method, cfg)
+
+
+def dataset_kind(node: Any) -> str:
+    """The registered loader of a dataset config: its ``catalogue`` (e.g. clip_benchmark), else its name."""
+    catalogue = node.get("catalogue") if isinstance(node, DictConfig) else getattr(node, "catalogue", None)
+    return str(catalogue) if catalogue else _name(node, "dataset") if isinstance(node, DictConfig) else str(node.name)
 
 
 def _name(node: Any, group: str) -> str:

@@ -71,12 +71,13 @@ _DATASET_CACHE: dict[str, object] = {}
 
 def build_dataset(dataset_cfg):
     """Datasets are read-only once built: jobs of one sweep process share them (parsed annotations, loaded arrays)."""
+    from clipbench.config import dataset_kind
     from clipbench.data import DATASETS
 
     key = json.dumps(as_plain(dataset_cfg), sort_keys=True, default=str)
     if key not in _DATASET_CACHE:
         _DATASET_CACHE.clear()  # keep one dataset in memory at a time
-        _DATASET_CACHE[key] = DATASETS.get(dataset_cfg.name).build(dataset_cfg)
+        _DATASET_CACHE[key] = DATASETS.get(dataset_kind(dataset_cfg)).build(dataset_cfg)
     return _DATASET_CACHE[key]
 
 

@@ -24,9 +24,9 @@ def _row(**kw):
 
 def test_every_reported_file_parses_and_covers_the_reference():
     frame = load_reported()
-    assert len(frame) == 87
-    assert set(frame.file) == {"falip.csv", "visual_prompts.csv", "zeroshot.csv", "pointclip.csv", "clipscore.csv"}
-    vit_b32 = frame[(frame.dataset == "cifar100") & (frame.model == "ViT-B-32") & (frame.paper.str.startswith("open_clip"))]
+    assert len(frame[frame.file != "open_clip.csv"]) == 87
+    assert set(frame.file) == {"falip.csv", "visual_prompts.csv", "zeroshot.csv", "pointclip.csv", "clipscore.csv", "open_clip.csv"}
+    vit_b32 = frame[(frame.dataset == "cifar100") & (frame.model == "ViT-B-32") & (frame.file == "zeroshot.csv") & (frame.paper.str.startswith("open_clip"))]
     assert vit_b32.value.tolist() == [64.23]
     assert not frame[frame.paper.str.startswith("FALIP")].verified.any()  # secondary numbers are flagged
 

@@ -17,10 +17,20 @@ class _Preprocessed(Dataset):
 
     def __getitem__(self, i: int):
         index = self.indices[i]
-        image = self.source.image(index)
-        if image is None:
-            return index, None, self.source.label(index)
-        return index, self.transform(image), self.source.label(index)
+        image, label = read_sample(self.source, index)
+        return index, None if image is None else self.transform(image), label
+
+
+def read_sample(source, index: int):
+    """(image or None, label); sources that decode both at once (``sample``) are read once."""
+    if hasattr(source, "sample"):
+        return source.sample(index)
+    return source.image(index), source.label(index)
+
+
+def _labels(labels) -> torch.Tensor:
+    """Integer labels (N,), or 0/1 label vectors (N, C) for multi-label datasets."""
+    return torch.stack([torch.as_tensor(x) for x in labels]) if labels else torch.empty(0, dtype=torch.long)
 
 
 def _collate(items):
@@ -30,8 +40,7 @@ def _collate(items):
         return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), skipped
     idx = torch.tensor([it[0] for it in kept])
     images = torch.stack([it[1] for it in kept])
-    labels = torch.tensor([it[2] for it in kept])
-    return idx, images, labels, skipped
+    return idx, images, _labels([it[2] for it in kept]), skipped
 
 
 def image_batches(source, transform: Callable, batch_size: int, num_workers: int, device: torch.device, limit: int | None = None):
@@ -47,3 +56,28 @@ def image_batches(source, transform: Callable, batch_size: int, num_workers: int
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
+
+
+class _Raw(Dataset):
+    def __init__(self, source, n: int):
+        self.source, self.n = source, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        return (index, *read_sample(self.source, index))
+
+
+def _raw_collate(items):
+    kept = [it for it in items if it[1] is not None]
+    skipped = [it[0] for it in items if it[1] is None]
+    idx = torch.tensor([it[0] for it in kept], dtype=torch.long)
+    return idx, [it[1] for it in kept], _labels([it[2] for it in kept]), skipped
+
+
+def pil_batches(source, batch_size: int, num_workers: int, limit: int | None = None):
+    """Yields (indices, PIL images, labels, skipped_indices), decoded by DataLoader workers, for methods
+    that need the original image (regions, prompts drawn on it)."""
+    n = len(source) if limit is None else min(limit, len(source))
+    return DataLoader(_Raw(source, n), batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_raw_collate)

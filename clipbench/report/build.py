@@ -64,14 +64,20 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     """
     rows = results[~results["metric"].isin(NOT_HEADLINE)].copy()
     rows["reproduced"] = rows["value"]
+    rows["_row"] = range(len(rows))
     rep = reported.rename(columns={"model": "model_arch", "value": "reported_raw"}).copy()
     rep["reported"] = rep["reported_raw"] * rep["unit"].map(UNIT_TO_FRACTION)
-    merged = rows.merge(rep[KEYS + ["reported", "paper", "verified"]], on=KEYS, how="left")
+    merged = rows.merge(rep[KEYS + ["reported", "paper", "verified", "setting"]], on=KEYS, how="left")
     pretrained = merged["model_pretrained"].astype(str)
     untagged = pretrained.eq("") | pretrained.str.contains(r"[/\\.]", regex=True)
+    # a number reported for one pretrained tag is no counterpart for another tag of the same arch
+    setting = merged["setting"].fillna("").astype(str)
+    untagged |= setting.str.startswith("pretrained=") & (setting != "pretrained=" + pretrained)
     merged.loc[untagged, "reported"] = float("nan")
     merged[["paper", "verified"]] = merged[["paper", "verified"]].astype(object)
     merged.loc[untagged, ["paper", "verified"]] = ""
+    matched = merged.groupby("_row")["reported"].transform(lambda r: r.notna().any())
+    merged = merged[merged["reported"].notna() | ~matched].drop(columns=["_row", "setting"])
     merged = merged.drop_duplicates(subset=["config_hash", "metric", "paper"])
     merged["diff"] = merged["reproduced"] - merged["reported"]
     known = merged["reported"].notna() & merged["ci_low"].notna() & merged["ci_high"].notna()
@@ -127,7 +133,7 @@ def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
-    from clipbench.report import plots
+    from clipbench.report import plots, suite
 
     results = load_results(results_csv)
     reported = load_reported()
@@ -148,9 +154,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
             f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
         (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
+        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment))
         index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
                   f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
-        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures]
+        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures] + suite_lines
         matched = table["reported"].notna().sum()
         tests = int(table["p_value"].notna().sum())
         index += [f"* {len(table)} result rows, {matched} with a reported counterpart, "

@@ -96,6 +96,8 @@ class RetrievalConfig:
 def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> TaskResult:
     if not method.region_free:
         raise ConfigError("method", f"task=retrieval embeds whole images; use method=clip, not {method.cfg.name}")
+    if not hasattr(dataset, "captions"):
+        raise ConfigError("task", f"dataset {getattr(dataset, 'name', '')!r} is a classification dataset; use task=zeroshot")
     if ctx.limit is not None:
         dataset = dataset.subset(ctx.limit)
     meter = Throughput(ctx.device)

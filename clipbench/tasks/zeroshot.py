@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from clipbench.data.loading import image_batches
+from clipbench.data.loading import image_batches, pil_batches
 from clipbench.data.templates import resolve_templates
+from clipbench.errors import ConfigError
 from clipbench.methods.base import prior_box
 from clipbench.metrics.classification import (
     classification_outcomes,
@@ -26,19 +27,26 @@ from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 @dataclass
 class ZeroShotConfig:
     name: str = "zeroshot"
-    templates: Any = "cifar"  # a named set or a list of strings with one {}
+    templates: Any = None  # a named set, a list of strings with one {}, or null: the dataset's own, else cifar
     topk: list[int] = field(default_factory=lambda: [1, 5])
 
     def validate(self) -> None:
-        resolve_templates(self.templates)
+        if self.templates is not None:
+            resolve_templates(self.templates)
 
 
-def _identity_collate(items):
-    return items
+def task_templates(cfg: ZeroShotConfig, dataset) -> list[str]:
+    """``task.templates`` when set; else the dataset's own (clip_benchmark's), else the 18 CIFAR ones."""
+    if cfg.templates is not None:
+        return resolve_templates(cfg.templates)
+    own = getattr(dataset, "templates", None)
+    return resolve_templates(own if own else "cifar")
 
 
 def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> TaskResult:
-    templates = resolve_templates(cfg.templates)
+    if not hasattr(dataset, "classnames"):
+        raise ConfigError("task", f"dataset {getattr(dataset, 'name', '')!r} is a retrieval dataset; use task=retrieval")
+    templates = task_templates(cfg, dataset)
     classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
     meter = Throughput(ctx.device)
     logits_all, targets_all, index_all, skipped = [], [], [], 0
@@ -56,29 +64,32 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
             targets_all.append(labels)
             index_all.append(idx)
     else:
-        n = len(dataset) if ctx.limit is None else min(ctx.limit, len(dataset))
-        for start in tqdm(range(0, n, ctx.batch_size), desc="zeroshot", disable=not ctx.progress, unit="batch"):
-            items = [(i, dataset.image(i), dataset.label(i)) for i in range(start, min(start + ctx.batch_size, n))]
-            skipped += sum(im is None for _, im, _ in items)
-            items = [it for it in items if it[1] is not None]
-            if not items:
+        batches = pil_batches(dataset, ctx.batch_size, ctx.num_workers, ctx.limit)
+        for idx, images, labels, bad in tqdm(batches, desc="zeroshot", disable=not ctx.progress, unit="batch"):
+            skipped += len(bad)
+            if not images:
                 continue
-            images = [im for _, im, _ in items]
             regions = [[[prior_box(im.width, im.height, method.cfg.region)]] for im in images]
-            with meter.forward(len(items)):
+            with meter.forward(len(images)):
                 feats = torch.cat(method.encode_regions(images, regions))
                 logits = scale * feats @ classifier
             logits_all.append(logits.cpu())
-            targets_all.append(torch.tensor([lab for _, _, lab in items]))
-            index_all.append(torch.tensor([i for i, _, _ in items]))
+            targets_all.append(labels)
+            index_all.append(idx)
     meter.stop()
     num_classes = len(dataset.classnames)
+    multilabel = bool(getattr(dataset, "multilabel", False))
     if logits_all:
         logits, targets, indices = torch.cat(logits_all), torch.cat(targets_all), torch.cat(index_all)
     else:
-        logits, targets, indices = torch.empty(0, num_classes), torch.empty(0, dtype=torch.long), torch.empty(0)
+        shape = (0, num_classes) if multilabel else (0,)
+        logits, targets, indices = torch.empty(0, num_classes), torch.empty(shape, dtype=torch.long), torch.empty(0)
+    if multilabel:
+        return _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx)
     preds = logits.argmax(dim=1)
-    metrics = {f"top{k}": topk_accuracy(logits, targets, k) for k in cfg.topk}
+    # clip_benchmark reports top-k only for datasets with at least k classes
+    ks = [k for k in cfg.topk if k <= num_classes] if getattr(dataset, "catalogue", None) else cfg.topk
+    metrics = {f"top{k}": topk_accuracy(logits, targets, k) for k in ks}
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, targets, num_classes)
     recall = per_class_recall(preds, targets, num_classes)
     per_class = pd.DataFrame(
@@ -87,7 +98,7 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
     predictions = None
     if ctx.save_predictions:
         predictions = [
-            {"sample_id": int(i), "target": int(t), "pred": int(p), "scores": json.dumps([round(v, 5) for v in row])}
+            {"sample_id": int(i), "target": int(t), "pred": int(p), "scores": _scores(row)}
             for i, t, p, row in zip(indices.tolist(), targets.tolist(), preds.tolist(), logits.tolist())
         ]
     return TaskResult(
@@ -99,6 +110,33 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
         predictions=predictions,
         tables={"per_class_accuracy": per_class},
         outcomes=classification_outcomes(logits, targets, cfg.topk, indices.long().tolist()),
+    )
+
+
+def _scores(row: list[float]) -> str:
+    return json.dumps([round(v, 5) for v in row])
+
+
+def _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx: RunContext) -> TaskResult:
+    """Multi-label sets (voc2007_multilabel): clip_benchmark's mean average precision over classes."""
+    from clip_benchmark.metrics.zeroshot_classification import average_precision_per_class
+
+    ap = average_precision_per_class(logits, targets) if len(targets) else torch.full((logits.shape[1],), float("nan"))
+    per_class = pd.DataFrame({"class": dataset.classnames, "average_precision": ap.tolist(), "n": targets.sum(0).tolist()})
+    predictions = None
+    if ctx.save_predictions:
+        predictions = [
+            {"sample_id": int(i), "target": json.dumps(t), "pred": int(max(range(len(row)), key=row.__getitem__)), "scores": _scores(row)}
+            for i, t, row in zip(indices.tolist(), targets.tolist(), logits.tolist())
+        ]
+    return TaskResult(
+        metrics={"mean_average_precision": ap.mean().item()},
+        n=len(targets),
+        throughput=meter,
+        skipped=skipped,
+        skip_reasons={"unreadable image": skipped} if skipped else {},
+        predictions=predictions,
+        tables={"per_class_average_precision": per_class},
     )
 
 

@@ -7,7 +7,8 @@
           - [+toy=rec, method=falip]
           - [+toy=pointcloud, method=clip]
 
-Command-line overrides apply to every job; sweeps on the command line (``seed=0,1``) multiply the list.
+Command-line overrides apply to every job; sweeps on the command line (``seed=0,1``) or in
+``hydra.sweeper.params`` (``dataset.name: a,b``) multiply the list, each job's runs kept together.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from omegaconf import OmegaConf
 
 
 class JobListSweeper(BasicSweeper):
-    def __init__(self, jobs: list[list[str]] | None = None, max_batch_size: int | None = None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=None)
+    def __init__(
+        self, jobs: list[list[str]] | None = None, max_batch_size: int | None = None, params: dict | None = None
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
         self.jobs = [list(job) for job in (jobs or [])]
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        arguments = self._parse_config() + list(arguments)
         expanded = [job for batch in self.split_arguments(parser.parse_overrides(arguments), None) for job in batch]
         batch = [list(job) + list(extra) for job in (self.jobs or [[]]) for extra in expanded]
         sweep_dir = Path(self.config.hydra.sweep.dir)
