@@ -143,7 +143,9 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
     ci_started = time.perf_counter()
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
     for name, outcome in result.outcomes.items():
-        if name in metrics and id(outcome) not in by_outcome:
+        if name not in metrics:  # e.g. top5 over fewer than 5 classes is not reported
+            continue
+        if id(outcome) not in by_outcome:
             by_outcome[id(outcome)] = bootstrap_interval(outcome, v.run.ci.resamples, v.run.ci.level, v.run.seed)
         intervals[name] = by_outcome[id(outcome)]
     ci_seconds = time.perf_counter() - ci_started
