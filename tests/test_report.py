@@ -95,3 +95,26 @@ def test_report_logs_its_tables_to_wandb_offline(tmp_path, monkeypatch):
     build_report(csv, tmp_path / "out", use_wandb=True)
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_tables_keep_apart_rows_that_differ_only_in_task_params_or_method_config(tmp_path):
+    from clipbench.report.build import paper_layout
+
+    csv = tmp_path / "results.csv"
+    common = dict(experiment="pointclip", task="pointcloud", dataset="modelnet40", model_arch="ViT-B-16",
+                  model_pretrained=TAG, method="clip", metric="top1", dataset_params='{"name": "modelnet40", "split": "test"}')
+    append_rows(csv, [
+        _row(config_hash="v1", method_params='{"config": "clip"}', value=0.81,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v1", "views": null}', **common),
+        _row(config_hash="v2", method_params='{"config": "clip"}', value=0.16,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v2", "views": null}', **common),
+        _row(config_hash="v2b", method_params='{"config": "clip_b"}', value=0.5,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v2", "views": null}', **common),
+    ])
+    results = load_results(csv)
+    layout = paper_layout(compare(results, load_reported()))
+    shown = sorted(zip(layout.method_config, layout.setting, layout["modelnet40 test top1"].round(1)))
+    assert shown == [("clip", "task.projection=pointclip_v1", 81.0), ("clip", "task.projection=pointclip_v2", 16.0),
+                     ("clip_b", "task.projection=pointclip_v2", 50.0)]
+    table = compare(results, load_reported())
+    assert set(zip(table.setting, table.reproduced)) >= {("task.projection=pointclip_v1", 0.81), ("task.projection=pointclip_v2", 0.16)}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,11 +28,42 @@ def load_results(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path} holds no results yet; run an experiment first (e.g. make run)")
     frame["value"] = frame["value"].astype(float)
-    for col in ("experiment", "split", "model_pretrained", "method_params"):
-        frame[col] = frame[col].fillna("").astype(str)
+    for col in ("experiment", "split", "model_pretrained", "method_params", *SETTING_PARAMS):
+        frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
     # the latest run of each configuration and metric
-    return frame.sort_values("timestamp").drop_duplicates(["config_hash", "metric"], keep="last")
+    frame = frame.sort_values("timestamp").drop_duplicates(["config_hash", "metric"], keep="last")
+    return label_settings(frame)
+
+
+SETTING_PARAMS = {"task_params": "task", "dataset_params": "dataset"}
+SHOWN_ELSEWHERE = {"task.name", "dataset.name", "dataset.split"}
+
+
+def _params(text: str) -> dict:
+    return json.loads(text) if text else {}
+
+
+def label_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``method_config`` (the ``method=`` config chosen) and ``setting`` (the task and dataset keys whose
+    values differ within an experiment's task and dataset, e.g. ``task.projection=pointclip_v2``), so that
+    tables keep rows apart that differ only there."""
+    frame = frame.copy()
+    frame["method_config"] = [_params(p).get("config") or m for p, m in zip(frame["method_params"], frame["method"])]
+    frame["setting"] = ""
+    for _, part in frame.groupby(["experiment", "task", "dataset"]):
+        flat = [
+            {f"{prefix}.{k}": v for col, prefix in SETTING_PARAMS.items() for k, v in _params(row[col]).items()}
+            for _, row in part.iterrows()
+        ]
+        keys = sorted({k for d in flat for k in d} - SHOWN_ELSEWHERE)
+        varying = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in flat}) > 1]
+        frame.loc[part.index, "setting"] = [" ".join(f"{k}={_shown(d.get(k))}" for k in varying) for d in flat]
+    return frame
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +84,9 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     merged.loc[untagged, ["paper", "verified"]] = ""
     merged = merged.drop_duplicates()
     merged["diff"] = merged["reproduced"] - merged["reported"]
-    cols = KEYS + ["model_pretrained", "method_params", "n", "reproduced", "reported", "diff", "paper", "verified"]
-    return merged[cols].sort_values(KEYS).reset_index(drop=True)
+    cols = KEYS + ["method_config", "setting", "model_pretrained", "method_params", "n", "reproduced", "reported", "diff",
+                   "paper", "verified"]
+    return merged[cols].sort_values(KEYS + ["method_config", "setting"]).reset_index(drop=True)
 
 
 def _percent(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +100,8 @@ def paper_layout(table: pd.DataFrame) -> pd.DataFrame:
     """Methods as rows, dataset/split/metric as columns, reproduced (x100) as values."""
     wide = table.assign(column=table["dataset"] + " " + table["split"].astype(str) + " " + table["metric"])
     wide = wide.assign(value=wide["reproduced"] * 100)
-    pivot = wide.pivot_table(index=["model_arch", "method", "method_params"], columns="column", values="value", aggfunc="last")
+    index = ["model_arch", "method", "method_config", "setting", "method_params"]
+    pivot = wide.pivot_table(index=index, columns="column", values="value", aggfunc="last")
     return pivot.reset_index()
 
 
