@@ -194,3 +194,18 @@ def test_joblib_workers_end_with_their_parent(tmp_path, cifar_root):
         for worker in filter(_alive, workers):
             os.kill(worker, signal.SIGKILL)
     assert not results.exists() or len(pd.read_csv(results)) == 0  # no job appended rows after the sweep was killed
+
+
+def test_launcher_helpers_follow_joblib_and_errors_cross_processes():
+    import pickle
+
+    import cloudpickle
+
+    from clipbench.errors import ConfigError
+    from hydra_plugins.clipbench_sweeper.process_launcher import worker_count
+
+    assert worker_count(3) == 3 and worker_count(-1) == (os.cpu_count() or 1)
+    with pytest.raises(ValueError, match="n_jobs=0"):
+        worker_count(0)
+    error = pickle.loads(cloudpickle.dumps(ConfigError("method.layers", "out of range")))  # a failed trial's return
+    assert isinstance(error, ConfigError) and error.key == "method.layers" and str(error) == "method.layers: out of range"

@@ -29,10 +29,11 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 PARENT_POLL_S = 0.2
+EXIT_GRACE_S = 60.0
 
 
-class WorkerDied(RuntimeError):
-    """A job's worker process ended before returning (a signal, or the process exited)."""
+class LostJob(RuntimeError):
+    """A job whose worker ended before returning (a signal, an exit), or whose return did not come back."""
 
 
 def worker_count(n_jobs: int) -> int:
@@ -109,18 +110,26 @@ class ProcessLauncher(Launcher):
                 running[receive] = (idx, proc)
             for receive in wait(list(running)):
                 idx, proc = running.pop(receive)
+                job = initial_job_idx + idx
                 try:
                     returns[idx] = cloudpickle.loads(receive.recv_bytes())
                 except EOFError:
                     proc.join()
-                    job = initial_job_idx + idx
-                    error = WorkerDied(f"job {job}'s worker process ended by {_death(proc.exitcode)} before it finished")
-                    log.error(str(error))
-                    record_failure(sweep_dir, job, " ".join(job_overrides[idx]), f"{type(error).__name__}: {error}")
-                    returns[idx] = self._lost(job_overrides[idx], error)
+                    lost = LostJob(f"job {job}'s worker process ended by {_death(proc.exitcode)} before it finished")
+                except Exception as exc:  # a return value that does not unpickle
+                    lost = LostJob(f"job {job}'s result could not be read back ({type(exc).__name__}: {exc})")
+                else:
+                    lost = None
                 finally:
                     receive.close()
-                proc.join()
+                proc.join(timeout=EXIT_GRACE_S)
+                if proc.is_alive():  # returned, but a lingering thread keeps it from exiting
+                    proc.kill()
+                    proc.join()
+                if lost is not None:
+                    log.error(str(lost))
+                    record_failure(sweep_dir, job, " ".join(job_overrides[idx]), f"{type(lost).__name__}: {lost}")
+                    returns[idx] = self._lost(job_overrides[idx], lost)
         return returns
 
     def _lost(self, overrides: Sequence[str], error: Exception) -> JobReturn:
