@@ -75,3 +75,13 @@ def test_rows_name_the_method_config_chosen(tmp_path, cifar_root):
     assert {p["config"] for p in params} == {"red_circle_falip"} and {p["variant"] for p in params} == {"falip"}
     assert {json.loads(t)["name"] for t in frame.task_params} == {"zeroshot"}
     assert {json.loads(d)["root"] for d in frame.dataset_params} == {str(cifar_root)}
+
+
+def test_resume_matches_what_is_measured_not_the_config_name(tmp_path, cifar_root):
+    first = run(_cfg(tmp_path, cifar_root, "method=red_circle_falip"), tmp_path / "run", method_config="red_circle_falip")
+    assert {json.loads(r["method_params"])["config"] for r in first} == {"red_circle_falip"}
+    same = _cfg(tmp_path, cifar_root, "method=red_circle", "method.variant=falip", "resume=true")  # the same settings
+    assert run(same, tmp_path / "run2", method_config="red_circle") == []
+    other = _cfg(tmp_path, cifar_root, "method=red_circle", "resume=true")
+    assert len(run(other, tmp_path / "run3", method_config="red_circle")) == 4
+    assert pd.read_csv(tmp_path / "results.csv").config_hash.nunique() == 2
