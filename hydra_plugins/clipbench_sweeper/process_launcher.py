@@ -114,7 +114,7 @@ class ProcessLauncher(Launcher):
                 try:
                     returns[idx] = cloudpickle.loads(receive.recv_bytes())
                 except EOFError:
-                    proc.join()
+                    proc.join(timeout=EXIT_GRACE_S)
                     lost = LostJob(f"job {job}'s worker process ended by {_death(proc.exitcode)} before it finished")
                 except Exception as exc:  # a return value that does not unpickle
                     lost = LostJob(f"job {job}'s result could not be read back ({type(exc).__name__}: {exc})")
