@@ -184,6 +184,9 @@ def test_joblib_workers_end_with_their_parent(tmp_path, cifar_root):
     try:
         workers = _first_workers(proc, 2)
         assert workers, "no job worker processes appeared"
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((tmp_path / "sweep").glob("*/.hydra")):
+            time.sleep(0.02)  # until a job has started in its worker
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         deadline = time.time() + 300
