@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import sys
 import traceback
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import hydra
@@ -22,20 +20,20 @@ from clipbench.errors import ClipbenchError
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _record_failure(cfg: DictConfig, exc: BaseException) -> None:
+def _record_failure(exc: BaseException) -> None:
     """A failed multirun job: one row in <sweep dir>/failures.csv; the sweep goes on."""
+    from clipbench.logging.failures import record_failure
+
     hc = HydraConfig.get()
-    path = Path(hc.sweep.dir) / "failures.csv"
-    fresh = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if fresh:
-            writer.writerow(["timestamp", "job", "overrides", "error"])
-        writer.writerow([
-            datetime.now(timezone.utc).isoformat(timespec="seconds"), hc.job.num,
-            " ".join(hc.overrides.task), f"{type(exc).__name__}: {exc}",
-        ])
+    record_failure(hc.sweep.dir, hc.job.num, " ".join(hc.overrides.task), f"{type(exc).__name__}: {exc}")
+
+
+def _clear_failure() -> None:
+    """A multirun job that succeeded (or was already done) is no longer listed as failed."""
+    from clipbench.logging.failures import clear_failure
+
+    hc = HydraConfig.get()
+    clear_failure(hc.sweep.dir, " ".join(hc.overrides.task))
 
 
 def optimized_value(metric: str | None, rows: list[dict]) -> float | None:
@@ -56,22 +54,26 @@ def app(cfg: DictConfig) -> float | None:
     experiment = hc.runtime.choices.get("experiment")
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        rows = run(cfg, Path(hc.runtime.output_dir), experiment)
-        return optimized_value(cfg.get("optimized_metric"), rows)
+        rows = run(cfg, Path(hc.runtime.output_dir), experiment, hc.runtime.choices.get("method"))
+        value = optimized_value(cfg.get("optimized_metric"), rows)
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if not multirun:
             sys.exit(2)
-        _record_failure(cfg, exc)
+        _record_failure(exc)
         if cfg.get("optimized_metric"):
             raise  # the hyper-parameter sweeper marks the trial failed
     except Exception as exc:
         if not multirun:
             raise
         traceback.print_exc()
-        _record_failure(cfg, exc)
+        _record_failure(exc)
         if cfg.get("optimized_metric"):
             raise
+    else:
+        if multirun:
+            _clear_failure()
+        return value
     return None
 
 
@@ -83,6 +85,9 @@ class _QuietOpenClip(logging.Filter):
 
 
 def main() -> None:
+    from hydra_plugins.clipbench_sweeper.process_launcher import register_as_joblib
+
+    register_as_joblib()
     logging.getLogger("PIL").setLevel(logging.WARNING)
     logging.getLogger().addFilter(_QuietOpenClip())
     warnings.filterwarnings("once", message=".*RANDOMLY INITIALISED.*")

@@ -9,8 +9,11 @@ class ConfigError(ClipbenchError):
     """A configuration key holds a value that is not allowed."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"{key}: {message}")
+
+    def __reduce__(self):  # pickled between a sweep's worker processes and their launcher
+        return type(self), (self.key, self.message)
 
 
 class DataError(ClipbenchError):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.errors import DataError
-from clipbench.logging.results import append_rows, read_results
+from clipbench.logging.results import append_rows, check_results_csv, read_results
 from clipbench.logging.run_files import write_config, write_metrics, write_predictions
 from clipbench.logging.table import SUMMARY_COLUMNS, format_table, with_intervals
 from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
@@ -81,13 +81,18 @@ def build_dataset(dataset_cfg):
     return _DATASET_CACHE[key]
 
 
-def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[dict]:
-    """Evaluate one config and return its result rows (also appended to the results CSV)."""
+def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_config: str | None = None) -> list[dict]:
+    """Evaluate one config and return its result rows (also appended to the results CSV).
+
+    ``method_config`` is the ``method=`` config chosen (e.g. falip_subtract); rows store it as
+    ``method_params["config"]`` (the method's name when it is not known).
+    """
     from clipbench.methods import METHODS
     from clipbench.models import load_model
     from clipbench.tasks import TASKS, RunContext
 
     v = validate(cfg)
+    check_results_csv(v.run.results_csv)
     chash = config_hash(v)
     experiment = v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
@@ -128,7 +133,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         "model_arch": v.model.arch,
         "model_pretrained": v.model.pretrained or "",
         "method": v.method.name,
-        "method_params": json.dumps(method.params(), sort_keys=True),
+        "method_params": json.dumps({**method.params(), "config": method_config or v.method.name}, sort_keys=True),
         "items_per_s": round(items_per_s, 3),
         "peak_mem_mb": round(peak, 1),
         "device": str(device),
@@ -192,16 +197,15 @@ DATA_FILE_KEYS = ("root", "path", "annotations", "candidates", "references", "im
 
 
 def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str | None, run_dir: Path) -> None:
+    """The results CSV first, always (a slow or unreachable W&B can then cost nothing), then W&B if asked."""
     from clipbench.logging.wandb_logger import log_run
 
-    wandb_ok = True
+    append_rows(v.run.results_csv, rows)
     if "wandb" in v.logger.backends:
         name = f"{v.task.name}-{v.dataset.name}-{v.method.name}-{run_id}"
         tables = {k: t for k, t in result.tables.items()}
-        wandb_ok = log_run(
+        log_run(
             v.logger.wandb, name, OmegaConf.to_container(v.raw, resolve=True), payload["metrics"]
             | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,
             run_dir,
         )
-    if "csv" in v.logger.backends or not wandb_ok:
-        append_rows(v.run.results_csv, rows)

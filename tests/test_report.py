@@ -225,3 +225,27 @@ def test_per_model_bars_need_two_models(tmp_path):
     append_rows(tmp_path / "results.csv", rows)
     build_report(tmp_path / "results.csv", tmp_path / "out", runs=[])
     assert (tmp_path / "out" / "cifar100_model_variants" / "per_model.png").stat().st_size > 0
+
+
+def test_tables_keep_apart_rows_that_differ_only_in_task_params_or_method_config(tmp_path):
+    from clipbench.report.build import paper_layout
+
+    csv = tmp_path / "results.csv"
+    common = dict(experiment="pointclip", task="pointcloud", dataset="modelnet40", model_arch="ViT-B-16",
+                  model_pretrained=TAG, method="clip", metric="top1", dataset_params='{"name": "modelnet40", "split": "test"}')
+    append_rows(csv, [
+        _row(config_hash="v1", method_params='{"config": "clip"}', value=0.81,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v1", "views": null}', **common),
+        _row(config_hash="v2", method_params='{"config": "clip"}', value=0.16,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v2", "views": null}', **common),
+        _row(config_hash="v2b", method_params='{"config": "clip_b"}', value=0.5,
+             task_params='{"name": "pointcloud", "projection": "pointclip_v2", "views": null}', **common),
+    ])
+    table = compare(load_results(csv), load_reported())
+    layout = paper_layout(table)["pointcloud"]
+    shown = sorted(zip(layout["method"], layout["settings"], layout["modelnet40 test top1"]))
+    assert shown == [("clip", "projection=pointclip_v1", "81.0"), ("clip", "projection=pointclip_v2", "16.0"),
+                     ("clip_b", "projection=pointclip_v2", "50.0")]
+    # each run once, beside the numbers reported for its own projection only (ViT-B/16: V1 16.5, V2 64.22)
+    assert sorted(zip(table["method_label"], table["reproduced"], table["reported"].round(4).fillna(-1))) == [
+        ("clip", 0.16, 0.6422), ("clip", 0.81, 0.165), ("clip_b", 0.5, 0.6422)]

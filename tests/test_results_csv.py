@@ -79,3 +79,59 @@ def test_an_older_header_file_is_upgraded_and_keeps_every_row(tmp_path):
     assert [r["method_params"] for r in records[:3]] == ['{"k": "a,b"}'] * 3
     assert records[1]["value"] == "0.1" and records[1]["seed"] == "0" and records[1]["ci_low"] == ""
     assert records[3]["ci_low"] == "0.8" and records[3]["task_params"] == '{"name": "zeroshot"}'
+
+
+def test_a_record_cut_inside_a_quoted_field_is_quarantined_not_appended_into(tmp_path, capsys):
+    from clipbench.runner import already_done
+
+    path = tmp_path / "r.csv"
+    append_rows(path, [_row("a", "top1", 0.1) | {"config_hash": "ha"}])
+    intact = path.read_bytes()
+    cut = 'b,2026,sha,hb,,zeroshot,cifar100,test,a,,clip,"{""a"": [1'  # a crash elsewhere, inside method_params
+    with open(path, "a") as f:
+        f.write(cut)
+    append_rows(path, [_row("c", "top1", 0.3) | {"config_hash": "hc"}])
+    assert path.read_bytes().startswith(intact)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run_id"] for r in rows] == ["a", "c"]
+    assert rows[1]["value"] == "0.3" and rows[1]["method_params"] == '{"a": [1, 2], "b": "x,y"}'
+    assert (tmp_path / "r.csv.damaged").read_text() == cut + "\n"
+    assert "r.csv: its last record was cut short" in capsys.readouterr().err
+    assert already_done(str(path), "hc") and not already_done(str(path), "hb")
+
+
+def test_damaged_tail_offset_knows_quoted_newlines():
+    from clipbench.logging.results import damaged_tail_offset
+
+    header, multiline = b"a,b\n", b'1,"x\ny"\n'  # a complete record whose quoted field holds a newline
+    assert damaged_tail_offset(header + multiline) == len(header + multiline)
+    assert damaged_tail_offset(header + multiline + b'2,"x\n') == len(header + multiline)  # cut after a quoted newline
+    assert damaged_tail_offset(header + b"2,3") == len(header)
+    assert damaged_tail_offset(b"a,") == 0
+
+
+def test_results_csv_that_cannot_take_rows_is_refused_with_one_line(tmp_path):
+    import os
+    import sys
+
+    from clipbench.errors import ConfigError
+    from clipbench.logging.results import check_results_csv
+
+    (tmp_path / "a_file").write_text("x")
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("x,y\n1,2\n")
+    cases = {
+        tmp_path: "is a directory",
+        tmp_path / "a_file" / "results.csv": "cannot be written",
+        foreign: "not a clipbench results file",
+    }
+    if sys.platform.startswith("linux"):
+        cases[type(tmp_path)("/proc/clipbench-results.csv")] = "cannot be written"  # refused even to root
+    for path, message in cases.items():
+        with pytest.raises(ConfigError, match=message) as info:
+            check_results_csv(path)
+        assert str(info.value).startswith("results_csv: ") and "\n" not in str(info.value)
+    assert foreign.read_text() == "x,y\n1,2\n"
+    check_results_csv(tmp_path / "new" / "results.csv")  # creatable: fine, and nothing is left behind
+    assert os.listdir(tmp_path / "new") == []

@@ -6,10 +6,10 @@ from clipbench.logging.results import RESULT_COLUMNS
 from clipbench.logging.table import SUMMARY_COLUMNS, format_table, sweep_summary, with_intervals
 
 
-def _rows(run_id, alpha, skipped=0.0, **kw):
+def _rows(run_id, alpha, skipped=0.0, config="falip", **kw):
     base = dict.fromkeys(RESULT_COLUMNS, "")
     base.update(run_id=run_id, task="rec", dataset="refcoco", split="val", model_arch="toyclip", method="falip",
-                method_params=f'{{"alpha": {alpha}, "sigma": 100.0}}', task_params='{"name": "rec"}',
+                method_params=f'{{"alpha": {alpha}, "config": "{config}", "sigma": 100.0}}', task_params='{"name": "rec"}',
                 dataset_params='{"split": "val"}', **kw)
     return [base | {"metric": "accuracy", "value": 0.5 + alpha, "ci_low": 0.45 + alpha, "ci_high": 0.55 + alpha},
             base | {"metric": "skipped", "value": skipped}]
@@ -22,7 +22,7 @@ def test_run_table_shows_value_with_its_interval():
 
 
 def test_sweep_summary_is_one_row_per_run_with_the_differing_settings():
-    frame = pd.DataFrame(_rows("a", 0.1, method_config="falip_subtract") + _rows("b", 0.4, method_config="falip_subtract"))
+    frame = pd.DataFrame(_rows("a", 0.1, config="falip_subtract") + _rows("b", 0.4, config="falip_subtract"))
     text = sweep_summary(frame)
     body = [line for line in text.splitlines() if line.startswith("| refcoco")]
     assert len(body) == 2

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 from filelock import FileLock
 
-from clipbench.errors import DataError
+from clipbench.errors import ConfigError, DataError
 
 RESULT_COLUMNS = [
     "run_id", "timestamp", "git_sha", "config_hash", "experiment", "task", "dataset", "split",
@@ -45,9 +47,10 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow([_format(row[c]) for c in RESULT_COLUMNS])
     with FileLock(str(path) + ".lock", timeout=120):
+        if path.exists():
+            quarantine_damaged_tail(path)
         fresh = not path.exists() or path.stat().st_size == 0
         if not fresh:
-            _ensure_trailing_newline(path)
             if _check_header(path) == LEGACY_COLUMNS:
                 _upgrade_header(path)
         payload = (",".join(RESULT_COLUMNS) + "\n" if fresh else "") + buf.getvalue()
@@ -83,14 +86,69 @@ def _upgrade_header(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _ensure_trailing_newline(path: Path) -> None:
-    """A row cut short by a crash outside clipbench is terminated, so the next rows stay parseable."""
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        last = f.read(1)
-    if last != b"\n":
-        with open(path, "ab") as f:
-            f.write(b"\n")
+def damaged_tail_offset(data: bytes) -> int:
+    """Where a cut-short last record starts in ``data`` (``len(data)`` when the file ends cleanly).
+
+    Every clipbench write ends with a newline outside any quoted field, so a file that ends without
+    one, or inside an open quote, was cut by a crash elsewhere. A newline is a record boundary only
+    when an even number of quotes precedes it.
+    """
+    total = data.count(b'"')
+    if data.endswith(b"\n") and total % 2 == 0:
+        return len(data)
+    end, quotes_after = len(data), 0
+    while (newline := data.rfind(b"\n", 0, end)) >= 0:
+        quotes_after += data.count(b'"', newline, end)
+        if (total - quotes_after) % 2 == 0:
+            return newline + 1
+        end = newline
+    return 0
+
+
+def quarantine_damaged_tail(path: Path) -> None:
+    """Move a cut-short last record to ``<file>.damaged`` (said on stderr), so no row is appended into it."""
+    data = path.read_bytes()
+    cut = damaged_tail_offset(data)
+    if cut == len(data):
+        return
+    quarantine = path.with_name(path.name + ".damaged")
+    with open(quarantine, "ab") as f:
+        f.write(data[cut:] + (b"" if data.endswith(b"\n") else b"\n"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.truncate(path, cut)
+    print(f"warning: {path}: its last record was cut short ({len(data) - cut} bytes); moved it to {quarantine}",
+          file=sys.stderr)
+
+
+def check_results_csv(path: str | os.PathLike) -> None:
+    """Fail before any work, with one line, when ``path`` cannot take result rows.
+
+    It must be a regular file (or creatable) that this process can append to, holding a clipbench
+    header when not empty. A cut-short last record is quarantined here too, so ``resume`` reads a
+    parseable file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError("results_csv", f"{path} is a directory; name a .csv file, e.g. {path / 'results.csv'}")
+    if path.exists() and not path.is_file():
+        raise ConfigError("results_csv", f"{path} is not a regular file; name a .csv file")
+    try:
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise ConfigError("results_csv", f"{path} cannot be written ({exc.strerror or exc}); choose another path") from None
+    if path.exists() and path.stat().st_size:
+        with FileLock(str(path) + ".lock", timeout=120):
+            quarantine_damaged_tail(path)
+            if path.stat().st_size:
+                try:
+                    _check_header(path)
+                except DataError as exc:
+                    raise ConfigError("results_csv", str(exc)) from None
 
 
 def read_results(path: str | os.PathLike):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 
@@ -48,6 +49,21 @@ def _numeric(text: str) -> bool:
         return False
 
 
+def method_config_name(method_params) -> str:
+    """The ``method=`` config a row was run with (``config`` in its method_params); '' for older rows."""
+    try:
+        params = json.loads(method_params) if isinstance(method_params, str) and method_params else {}
+    except json.JSONDecodeError:
+        return ""
+    return str(params.get("config") or "") if isinstance(params, dict) else ""
+
+
+def method_labels(frame):
+    """Per row: the method's config name (``falip_subtract``), else its registry name."""
+    names = frame["method_params"].map(method_config_name) if "method_params" in frame else frame["method"].astype(str)
+    return names.where(names != "", frame["method"].astype(str))
+
+
 def sweep_summary(frame) -> str:
     """One compact row per run and one table per task: the metrics as columns (``value [ci_low, ci_high]``),
     the method's config name, the settings that differ between the sweep's runs, ``skipped`` only when not 0."""
@@ -58,8 +74,7 @@ def sweep_summary(frame) -> str:
     frame = frame.copy()
     for col in ("ci_low", "ci_high"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
-    method = frame["method_config"].fillna("").astype(str) if "method_config" in frame else frame["method"].astype(str)
-    frame["method"] = method.where(method != "", frame["method"].astype(str))
+    frame["method"] = method_labels(frame)
     frame["cell"] = [
         f"{v:.4f} [{lo:.4f}, {hi:.4f}]" if lo == lo and hi == hi else f"{v:.4f}"
         for v, lo, hi in zip(frame["value"].astype(float), frame["ci_low"], frame["ci_high"])

@@ -9,12 +9,14 @@ per-sample ``outcomes.npz``, found under ``--runs``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from clipbench.errors import ClipbenchError, DataError
+from clipbench.logging.table import method_labels
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
 from clipbench.report.tables import (
@@ -49,11 +51,29 @@ def load_results(path: Path) -> pd.DataFrame:
     for col in ("run_id", "experiment", "split", "model_pretrained", "method_params", "task_params"):
         frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
-    config_name = frame["method_config"].fillna("").astype(str) if "method_config" in frame else frame["method"]
-    frame["method_label"] = config_name.where(config_name != "", frame["method"])
+    frame["method_label"] = method_labels(frame)
     frame["model"] = [model_label(a, p) for a, p in zip(frame["model_arch"], frame["model_pretrained"])]
     # the latest run of each configuration and metric
     return frame.sort_values("timestamp").drop_duplicates(["config_hash", "metric"], keep="last")
+
+
+# reported settings that name a task setting: a number is a counterpart only for runs with that setting
+TASK_SETTINGS = {
+    "PointCLIP V1 projection": ("projection", "pointclip_v1"),
+    "PointCLIP V1 depth maps": ("projection", "pointclip_v1"),
+    "PointCLIP V2 projection": ("projection", "pointclip_v2"),
+}
+
+
+def _setting_matches(setting: str, task_params: str) -> bool:
+    if setting not in TASK_SETTINGS:
+        return True
+    key, value = TASK_SETTINGS[setting]
+    try:
+        params = json.loads(task_params) if task_params else {}
+    except json.JSONDecodeError:
+        return False
+    return isinstance(params, dict) and params.get(key) == value
 
 
 def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
@@ -73,6 +93,7 @@ def compare(results: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     # a number reported for one pretrained tag is no counterpart for another tag of the same arch
     setting = merged["setting"].fillna("").astype(str)
     untagged |= setting.str.startswith("pretrained=") & (setting != "pretrained=" + pretrained)
+    untagged |= ~pd.Series([_setting_matches(s, t) for s, t in zip(setting, merged["task_params"])], index=merged.index)
     merged.loc[untagged, "reported"] = float("nan")
     merged[["paper", "verified"]] = merged[["paper", "verified"]].astype(object)
     merged.loc[untagged, ["paper", "verified"]] = ""
