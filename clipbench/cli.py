@@ -1,4 +1,4 @@
-"""The ``clipbench`` command: a Hydra app over conf/ (groups task, dataset, model, method, logger, experiment)."""
+"""The ``clipbench`` command: a Hydra app over clipbench/conf/ and experiments/ (groups task, dataset, model, method, logger, experiment)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from omegaconf import DictConfig
 
 import clipbench.config  # noqa: F401  (registers the ${asset:} resolver)
 from clipbench.errors import ClipbenchError
+from clipbench.paths import CONF_DIR as PACKAGE_CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(PACKAGE_CONF_DIR)
 
 
 def _record_failure(cfg: DictConfig, exc: BaseException) -> None:

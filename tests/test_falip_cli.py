@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import TINY_ARCH, base_args, run_cli
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from clipbench.cli import CONF_DIR as CONF
 
 
 @pytest.mark.filterwarnings("ignore:model.pretrained is null")
