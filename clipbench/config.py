@@ -100,7 +100,7 @@ def to_schema(schema: type, node: Any, key: str):
         allowed = ""
         if "not in struct" in msg or "Key '" in msg:
             allowed = f"; allowed keys: {[f.name for f in fields(schema)]}"
-        raise ConfigError(f"{key}.{sub}" if sub else key, f"{msg}{allowed}") from None
+        raise ConfigError(".".join(filter(None, (key, str(sub)))) or schema.__name__, f"{msg}{allowed}") from None
     if hasattr(obj, "validate"):
         obj.validate()
     return obj
@@ -118,18 +118,22 @@ class ValidatedConfig:
 
 
 def validate(cfg: DictConfig) -> ValidatedConfig:
-    """Check every group against its schema; the first bad key raises ``ConfigError``."""
-    from clipbench.data import DATASETS
-    from clipbench.methods import METHODS
-    from clipbench.tasks import TASKS
+    """Check every group against its schema; the first bad key raises ``ConfigError``.
 
+    The top-level keys are checked before the task, dataset and method registries (and torch) are imported.
+    """
     for group in GROUP_KEYS:
         if group not in cfg or cfg[group] is None:
             raise ConfigError(group, f"no {group} selected; pass {group}=<name>")
     unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS]
     if unknown:
         raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
-    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "run")
+    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
+
+    from clipbench.data import DATASETS
+    from clipbench.methods import METHODS
+    from clipbench.tasks import TASKS
+
     task_spec = TASKS.get(_name(cfg.task, "task"))
     task = to_schema(task_spec.config, cfg.task, "task")
     dataset_spec = DATASETS.get(_name(cfg.dataset, "dataset"))
@@ -142,6 +146,11 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
         raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
     method = to_schema(method_spec.config, cfg.method, "method")
     model = to_schema(ModelConfig, cfg.model, "model")
+    from clipbench.models.factory import vit_tower_shape
+
+    tower = vit_tower_shape(model.arch)
+    if tower is not None:
+        method.check_tower(*tower)  # layer and head ranges, from the architecture's config
     logger = to_schema(LoggerConfig, cfg.logger, "logger")
     dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
     return ValidatedConfig(run, model, logger, task, dataset, method, cfg)

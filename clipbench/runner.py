@@ -83,13 +83,13 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
     device = resolve_device(v.run.device)
+    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
     seed_everything(v.run.seed)
     write_config(run_dir, cfg)
     reset_peak_memory(device)
     if v.model.pretrained in (None, "", "null"):
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
     model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir)
-    dataset = build_dataset(v.dataset)
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 import pandas as pd
 from conftest import base_args, run_cli
 
@@ -57,3 +59,61 @@ def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
     cfg = compose_config(tmp_overrides(tmp_path, "task=pointcloud", "dataset=modelnet40", f"dataset.root={tmp_path}", "method=crop"))
     with pytest.raises(ConfigError, match=re.escape("task=pointcloud supports method=clip|falip, not 'crop'")):
         validate(cfg)
+
+
+def test_run_key_errors_name_the_key_as_typed(tmp_path):
+    from helpers import compose_config, tmp_overrides
+
+    from clipbench.config import validate
+    from clipbench.errors import ConfigError
+
+    for override, prefix in (("limit=abc", "limit: "), ("batch_size=0", "batch_size: ")):
+        cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={tmp_path}", override))
+        with pytest.raises(ConfigError) as info:
+            validate(cfg)
+        assert str(info.value).startswith(prefix), str(info.value)
+
+
+def _run_without_model(tmp_path, monkeypatch, *overrides):
+    """runner.run with model loading replaced by a failure: an error raised first comes before the model."""
+    from helpers import compose_config, tmp_overrides
+
+    import clipbench.models
+    from clipbench.runner import run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the config error")
+
+    monkeypatch.setattr(clipbench.models, "load_model", no_model)
+    run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")
+
+
+def test_errors_come_before_the_model_and_the_dataset(tmp_path, monkeypatch, cifar_root):
+    from clipbench.errors import ConfigError
+
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        _run_without_model(tmp_path, monkeypatch, f"dataset.root={not_a_folder}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing")
+    # layer and head ranges are checked from the architecture's config: before the dataset (a missing root) is read
+    with pytest.raises(ConfigError, match=r"method.layers: \[7\] out of range: the image tower has 3 blocks"):
+        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing", "method=falip", "method.layers=[7]")
+    with pytest.raises(ConfigError, match=r"method.heads: head indices \[5\] out of range: each block has 3 heads"):
+        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing", "method=falip", "method.layers=[-1]", "method.heads=[5]")
+    with pytest.raises(AssertionError, match="model was loaded"):  # a valid config does reach the model
+        _run_without_model(tmp_path, monkeypatch, f"dataset.root={cifar_root}", "dataset.check_integrity=false")
+
+
+def test_missing_cuda_device_is_a_config_error():
+    import torch
+
+    from clipbench.errors import ConfigError
+    from clipbench.runtime import resolve_device
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"device: cuda:{visible} was requested but {visible} CUDA device"):
+        resolve_device(f"cuda:{visible}")
+    with pytest.raises(ConfigError, match="use cuda:<index>"):
+        resolve_device("cuda:x")

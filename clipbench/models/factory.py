@@ -49,6 +49,24 @@ def available_archs() -> list[str]:
     return open_clip.list_models()
 
 
+def vit_tower_shape(arch: str) -> tuple[int, int] | None:
+    """(blocks, heads) of ``arch``'s ViT image tower, read from its open_clip config without building it.
+
+    None for towers open_clip does not build as a ViT (ResNets, timm, custom configs it cannot parse).
+    """
+    import open_clip
+    from open_clip.model import CLIPVisionCfg
+
+    register_model_configs()
+    try:
+        vision = CLIPVisionCfg(**(open_clip.get_model_config(arch) or {}).get("vision_cfg", {}))
+    except TypeError:
+        return None
+    if vision.timm_model_name or not isinstance(vision.layers, int):
+        return None
+    return vision.layers, vision.width // vision.head_width
+
+
 @dataclass
 class VisionGeometry:
     """Input size and patch grid of a ViT tower; None fields for conv towers."""
@@ -159,6 +177,8 @@ def _source_file(pretrained, arch):
     looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in str(pretrained)
     if not looks_like_path:
         return NotImplemented
+    if path.is_dir():
+        raise ConfigError("model.pretrained", f"{path} is a folder; name the checkpoint file inside it")
     if not path.is_file():
         raise ConfigError("model.pretrained", f"checkpoint file {path} does not exist{regenerate_hint(path)}")
     return read_checkpoint(path), None, file_fingerprint(path)
