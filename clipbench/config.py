@@ -72,6 +72,7 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
     experiment: str | None = None
+    experiment_name: str | None = None  # names an ad-hoc run's group (CSV `experiment` column, report, W&B)
     optimized_metric: str | None = None  # returned to a hyper-parameter sweeper (hparams_search=...)
 
     def validate(self) -> None:

@@ -78,7 +78,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
 
     v = validate(cfg)
     chash = config_hash(v)
-    experiment = v.run.experiment or experiment
+    experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
@@ -158,10 +158,15 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
 
     wandb_ok = True
     if "wandb" in v.logger.backends:
+        import pandas as pd
+
         name = f"{v.task.name}-{v.dataset.name}-{v.method.name}-{run_id}"
-        tables = {k: t for k, t in result.tables.items()}
+        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
+        if result.predictions:
+            tables["predictions"] = pd.DataFrame(result.predictions)
+        config = OmegaConf.to_container(v.raw, resolve=True) | {"config_hash": rows[0]["config_hash"], "git_sha": rows[0]["git_sha"]}
         wandb_ok = log_run(
-            v.logger.wandb, name, OmegaConf.to_container(v.raw, resolve=True), payload["metrics"]
+            v.logger.wandb, name, config, payload["metrics"]
             | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,
             run_dir,
         )

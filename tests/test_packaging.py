@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT
+
+TOP_LEVEL_IGNORES = {".git", ".venv", "build", "data", "outputs", "multirun", "results", "wandb", ".cache", ".pytest_cache"}
+
+
+def _build_ignores(folder: str, names: list[str]) -> set[str]:
+    top = Path(folder) == ROOT
+    return {n for n in names if (top and n in TOP_LEVEL_IGNORES) or n == "__pycache__" or n.endswith(".egg-info")}
 
 
 def _sh(args, **kwargs) -> subprocess.CompletedProcess:
@@ -24,7 +32,9 @@ def _sh(args, **kwargs) -> subprocess.CompletedProcess:
 def wheel_venv(tmp_path_factory) -> Path:
     """A fresh venv holding only the wheel; torch and the other dependencies come from this interpreter's site packages."""
     tmp = tmp_path_factory.mktemp("wheel")
-    _sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(ROOT)])
+    source = tmp / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, ignore=_build_ignores)
+    _sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(source)])
     (wheel,) = (tmp / "dist").glob("clipbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "clipbench/conf/config.yaml" in names and "clipbench/experiments/toy_default.yaml" in names

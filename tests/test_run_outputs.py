@@ -1,0 +1,58 @@
+"""What a run reports beyond the CSV: W&B config and tables, ad-hoc experiment names, quiet logs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from helpers import compose_config, tmp_overrides
+
+from clipbench.runner import run
+
+
+class FakeRun:
+    def __init__(self, **kwargs):
+        self.init = kwargs
+        self.logged: dict = {}
+
+    def log(self, values: dict) -> None:
+        self.logged.update(values)
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def wandb_runs(monkeypatch):
+    import wandb
+
+    runs: list[FakeRun] = []
+
+    def init(**kwargs):
+        runs.append(FakeRun(**kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    return runs
+
+
+@pytest.mark.parametrize("toy, table", [("retrieval", "metrics"), ("rec", "predictions"), ("region_cls", "predictions")])
+def test_wandb_gets_config_hash_git_sha_and_the_task_tables(tmp_path, toy_root, monkeypatch, wandb_runs, toy, table):
+    import wandb
+
+    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
+    cfg = compose_config(tmp_overrides(tmp_path, f"+toy={toy}", "logger=both", "limit=4", "save_predictions=true"))
+    rows = run(cfg, tmp_path / "run")
+    (logged,) = wandb_runs
+    assert logged.init["config"]["config_hash"] == rows[0]["config_hash"]
+    assert logged.init["config"]["git_sha"] == rows[0]["git_sha"] != ""
+    assert isinstance(logged.logged[table], wandb.Table)
+    metrics = logged.logged["metrics"]
+    assert isinstance(metrics, wandb.Table) and {r[0] for r in metrics.data} == {r["metric"] for r in rows}
+
+
+def test_experiment_name_groups_an_ad_hoc_run(tmp_path, cifar_root, wandb_runs):
+    cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4",
+                                       "experiment_name=my_study", "logger=both"))
+    run(cfg, tmp_path / "run")
+    assert set(pd.read_csv(tmp_path / "results.csv").experiment) == {"my_study"}
+    assert wandb_runs[0].init["group"] == "my_study"
