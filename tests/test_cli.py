@@ -2,9 +2,8 @@
 
 import re
 
-import pytest
-
 import pandas as pd
+import pytest
 from conftest import base_args, run_cli
 
 

@@ -56,3 +56,25 @@ def test_experiment_name_groups_an_ad_hoc_run(tmp_path, cifar_root, wandb_runs):
     run(cfg, tmp_path / "run")
     assert set(pd.read_csv(tmp_path / "results.csv").experiment) == {"my_study"}
     assert wandb_runs[0].init["group"] == "my_study"
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines():
+    import io
+
+    from clipbench.progress import LoggedProgress, tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert not isinstance(tqdm(range(3), file=Terminal()), LoggedProgress)
+    log = io.StringIO()
+    for _ in tqdm(range(40), desc="zeroshot", unit="batch", file=log):
+        pass
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [line.split(",")[0] for line in lines] == [f"zeroshot: {n}/40 batch ({p}%)" for n, p in ((10, 25), (20, 50), (30, 75), (40, 100))]
+    quiet = io.StringIO()
+    for _ in tqdm(range(5), file=quiet, disable=True):
+        pass
+    assert quiet.getvalue() == ""

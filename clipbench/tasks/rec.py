@@ -26,10 +26,10 @@ from itertools import islice
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import box_iou, clip_box
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.data.loading import image_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.methods.base import prior_box
 from clipbench.metrics.classification import mean_per_class_recall, per_class_recall, topk_accuracy
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
