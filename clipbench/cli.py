@@ -51,6 +51,7 @@ def optimized_value(metric: str | None, rows: list[dict]) -> float | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
+    quiet_third_party_output()  # again here: joblib and submitit jobs run in fresh processes
     from clipbench.runner import run
 
     hc = HydraConfig.get()
@@ -61,12 +62,14 @@ def app(cfg: DictConfig) -> float | None:
         return optimized_value(cfg.get("optimized_metric"), rows)
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _log_to_files(f"error: {exc}")
         if not multirun:
             sys.exit(2)
         _record_failure(cfg, exc)
         if cfg.get("optimized_metric"):
             raise  # the hyper-parameter sweeper marks the trial failed
     except Exception as exc:
+        _log_to_files(traceback.format_exc())
         if not multirun:
             raise
         traceback.print_exc()
@@ -76,6 +79,14 @@ def app(cfg: DictConfig) -> float | None:
     return None
 
 
+def _log_to_files(text: str) -> None:
+    """The error also goes into the run directory's log file (the terminal already shows it)."""
+    record = logging.LogRecord("clipbench", logging.ERROR, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class _QuietOpenClip(logging.Filter):
     """open_clip reports every model build at INFO on the root logger; keep its warnings only."""
 
@@ -83,11 +94,19 @@ class _QuietOpenClip(logging.Filter):
         return record.levelno >= logging.WARNING or "open_clip" not in record.pathname
 
 
-def main() -> None:
-    logging.getLogger("PIL").setLevel(logging.WARNING)
-    logging.getLogger().addFilter(_QuietOpenClip())
-    warnings.filterwarnings("once", message=".*RANDOMLY INITIALISED.*")
+def quiet_third_party_output() -> None:
+    """Silence what carries no information (open_clip INFO, PIL and alembic chatter); safe to call twice."""
+    for name in ("PIL", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietOpenClip) for f in root.filters):
+        root.addFilter(_QuietOpenClip())
+    warnings.filterwarnings("ignore", message=".*RANDOMLY INITIALISED.*")  # the runner prints one banner instead
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    quiet_third_party_output()
     app()
 
 

@@ -78,3 +78,25 @@ def test_progress_off_a_terminal_is_a_few_plain_lines():
     for _ in tqdm(range(5), file=quiet, disable=True):
         pass
     assert quiet.getvalue() == ""
+
+
+def test_a_failed_run_leaves_its_error_in_the_run_log(tmp_path):
+    from conftest import base_args, run_cli
+
+    proc = run_cli(*base_args(tmp_path, "dataset.root=/missing"))
+    assert proc.returncode == 2
+    (log,) = (tmp_path / "run").glob("*.log")
+    assert log.name == "clipbench.log"  # the Hydra app is named clipbench
+    assert "error: dataset.root: /missing does not exist" in log.read_text()
+
+
+def test_sweep_workers_are_quiet(tmp_path, cifar_root):
+    from conftest import base_args, run_cli
+
+    proc = run_cli("-m", *base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4",
+                                    "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), check=True)
+    out = proc.stdout + proc.stderr
+    assert out.count("RANDOMLY INITIALISED") == 2  # one banner per job, no repeated warnings
+    assert "No pretrained weights loaded" not in out
+    assert "open_clip" not in out and "Loaded clipbench-test-vit model config" not in out
+    assert out.count("weights random init") == 2  # one line per job says what was loaded

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -232,9 +233,10 @@ def load_model(
             state, tag, fingerprint = resolved
             break
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=tag, device="cpu", cache_dir=cache_dir
-        )
+        with _without_open_clip_random_notice():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=tag, device="cpu", cache_dir=cache_dir
+            )
     except RuntimeError as exc:  # e.g. no network for a tag download
         raise ConfigError("model.pretrained", f"open_clip could not load {arch}/{tag}: {exc}") from None
     if state is not None:
@@ -266,5 +268,24 @@ def load_model(
     )
     if reuse:
         _MODEL_CACHE[key] = loaded
-    log.info("loaded %s (%s) on %s in %s", arch, loaded.fingerprint, device, precision)
+    weights = "random init" if loaded.pretrained is None else loaded.pretrained
+    log.info("model %s, weights %s (fingerprint %s), %s on %s", arch, weights, fingerprint, precision, device)
     return loaded
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_open_clip_random_notice():
+    """open_clip warns 'initialized randomly' whenever no tag is given, also right before a local checkpoint
+    loads; clipbench states what it loaded itself (and warns when the weights really are random)."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
