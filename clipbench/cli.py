@@ -105,7 +105,26 @@ def quiet_third_party_output() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+GETTING_STARTED = """\
+clipbench evaluates CLIP-family models; every setting is a Hydra override (key=value).
+
+Offline, on the generated toy world and the bundled toy CLIP:
+  python scripts/make_toy_world.py        # writes data/toy (elsewhere: --out DIR and CLIPBENCH_TOY_ROOT=DIR)
+  clipbench +toy=zeroshot                 # or +toy=rec, region_cls, pointcloud, clipscore, retrieval
+  clipbench -m experiment=toy_default     # every task, with the methods that apply to each
+
+On your own data and weights:
+  clipbench task=zeroshot dataset=cifar100 dataset.root=DIR model.arch=ViT-B-32 model.pretrained=openai
+
+What exists: clipbench-list (tasks, datasets, methods, experiments, architectures and tags)
+Every option: clipbench --help
+"""
+
+
 def main() -> None:
+    if len(sys.argv) == 1:
+        print(GETTING_STARTED, end="")
+        return
     quiet_third_party_output()
     app()
 

@@ -4,7 +4,7 @@ Each edit turns (image, boxes of one region) into a new PIL image, so every regi
 the forward pass; all edited images of an ``encode_regions`` call go through the model as one batch.
 
 The drawing functions are pure (PIL in, PIL out) and follow the public code the baselines come from
-(REFERENCE.md section 2):
+(allenai/reclip, pumpkin805/FALIP and ylingfeng/FGVP; where a paper and its code differ, the code wins):
 
 * crop: ReCLIP's PIL crop of the box, optionally enlarged by a margin, clipped to the image.
 * blur: ReCLIP's ``GaussianBlur(radius=100)`` of the whole image with the box pasted back.
