@@ -121,7 +121,8 @@ class ValidatedConfig:
 def validate(cfg: DictConfig) -> ValidatedConfig:
     """Check every group against its schema; the first bad key raises ``ConfigError``.
 
-    The top-level keys are checked before the task, dataset and method registries (and torch) are imported.
+    Cheapest first, so most mistakes stop in about a second: the top-level keys before anything heavy is
+    imported, the dataset (its root) before the task and method registries, open_clip last.
     """
     for group in GROUP_KEYS:
         if group not in cfg or cfg[group] is None:
@@ -130,30 +131,32 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     if unknown:
         raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
     run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
+    logger = to_schema(LoggerConfig, cfg.logger, "logger")
 
     from clipbench.data import DATASETS
+
+    task_name = _name(cfg.task, "task")
+    dataset_spec = DATASETS.get(_name(cfg.dataset, "dataset"))
+    if task_name not in dataset_spec.tasks:
+        raise ConfigError(
+            "dataset", f"{dataset_spec.name!r} does not serve task={task_name}; it serves {sorted(dataset_spec.tasks)}"
+        )
+    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+
     from clipbench.methods import METHODS
+    from clipbench.models.factory import vit_tower_shape
     from clipbench.tasks import TASKS
 
-    task_spec = TASKS.get(_name(cfg.task, "task"))
+    task_spec = TASKS.get(task_name)
     task = to_schema(task_spec.config, cfg.task, "task")
-    dataset_spec = DATASETS.get(_name(cfg.dataset, "dataset"))
-    if task.name not in dataset_spec.tasks:
-        raise ConfigError(
-            "dataset", f"{dataset_spec.name!r} does not serve task={task.name}; it serves {sorted(dataset_spec.tasks)}"
-        )
     method_spec = METHODS.get(_name(cfg.method, "method"))
     if task_spec.methods is not None and method_spec.name not in task_spec.methods:
         raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
     method = to_schema(method_spec.config, cfg.method, "method")
     model = to_schema(ModelConfig, cfg.model, "model")
-    from clipbench.models.factory import vit_tower_shape
-
     tower = vit_tower_shape(model.arch)
     if tower is not None:
         method.check_tower(*tower)  # layer and head ranges, from the architecture's config
-    logger = to_schema(LoggerConfig, cfg.logger, "logger")
-    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
     return ValidatedConfig(run, model, logger, task, dataset, method, cfg)
 
 

@@ -55,6 +55,8 @@ def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
     from clipbench.config import validate
     from clipbench.errors import ConfigError
 
+    for name in ("shape_names.txt", "test_files.txt"):  # the release's list files: the root itself passes
+        (tmp_path / name).write_text("")
     cfg = compose_config(tmp_overrides(tmp_path, "task=pointcloud", "dataset=modelnet40", f"dataset.root={tmp_path}", "method=crop"))
     with pytest.raises(ConfigError, match=re.escape("task=pointcloud supports method=clip|falip, not 'crop'")):
         validate(cfg)
@@ -73,18 +75,19 @@ def test_run_key_errors_name_the_key_as_typed(tmp_path):
         assert str(info.value).startswith(prefix), str(info.value)
 
 
-def _run_without_model(tmp_path, monkeypatch, *overrides):
-    """runner.run with model loading replaced by a failure: an error raised first comes before the model."""
+def _run_until_loading(tmp_path, monkeypatch, *overrides):
+    """runner.run with dataset building and model loading replaced by failures: an error raised first comes before both."""
     from helpers import compose_config, tmp_overrides
 
     import clipbench.models
-    from clipbench.runner import run
+    from clipbench import runner
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the config error")
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset or the model was loaded before the config error")
 
-    monkeypatch.setattr(clipbench.models, "load_model", no_model)
-    run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")
+    monkeypatch.setattr(clipbench.models, "load_model", no_loading)
+    monkeypatch.setattr(runner, "build_dataset", no_loading)
+    runner.run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")
 
 
 def test_errors_come_before_the_model_and_the_dataset(tmp_path, monkeypatch, cifar_root):
@@ -93,16 +96,19 @@ def test_errors_come_before_the_model_and_the_dataset(tmp_path, monkeypatch, cif
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        _run_without_model(tmp_path, monkeypatch, f"dataset.root={not_a_folder}")
+        _run_until_loading(tmp_path, monkeypatch, f"dataset.root={not_a_folder}")
     with pytest.raises(ConfigError, match="does not exist"):
-        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing")
-    # layer and head ranges are checked from the architecture's config: before the dataset (a missing root) is read
+        _run_until_loading(tmp_path, monkeypatch, "dataset.root=/missing")
+    root = f"dataset.root={cifar_root}"
+    # layer and head ranges are checked from the architecture's config
     with pytest.raises(ConfigError, match=r"method.layers: \[7\] out of range: the image tower has 3 blocks"):
-        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing", "method=falip", "method.layers=[7]")
+        _run_until_loading(tmp_path, monkeypatch, root, "method=falip", "method.layers=[7]")
     with pytest.raises(ConfigError, match=r"method.heads: head indices \[5\] out of range: each block has 3 heads"):
-        _run_without_model(tmp_path, monkeypatch, "dataset.root=/missing", "method=falip", "method.layers=[-1]", "method.heads=[5]")
-    with pytest.raises(AssertionError, match="model was loaded"):  # a valid config does reach the model
-        _run_without_model(tmp_path, monkeypatch, f"dataset.root={cifar_root}", "dataset.check_integrity=false")
+        _run_until_loading(tmp_path, monkeypatch, root, "method=falip", "method.layers=[-1]", "method.heads=[5]")
+    with pytest.raises(ConfigError, match="device: cuda:7 was requested"):
+        _run_until_loading(tmp_path, monkeypatch, root, "device=cuda:7")
+    with pytest.raises(AssertionError, match="was loaded"):  # a valid config does reach the loading
+        _run_until_loading(tmp_path, monkeypatch, root, "dataset.check_integrity=false")
 
 
 def test_missing_cuda_device_is_a_config_error():
