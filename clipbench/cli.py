@@ -121,10 +121,31 @@ Every option: clipbench --help
 """
 
 
+def unknown_top_level_key(argv: list[str]) -> str | None:
+    """The first ``key=value`` argument whose top-level key is neither a run key nor a config group, as typed."""
+    from clipbench.config import GROUP_KEYS, RUN_KEYS
+
+    known = set(GROUP_KEYS + RUN_KEYS) | {"hydra"} | {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()}
+    known.add("experiment")
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0].split("@")[0] not in known:
+            return key
+    return None
+
+
 def main() -> None:
     if len(sys.argv) == 1:
         print(GETTING_STARTED, end="")
         return
+    unknown = unknown_top_level_key(sys.argv[1:])
+    if unknown:
+        from clipbench.config import GROUP_KEYS, RUN_KEYS
+
+        print(f"error: {unknown}: unknown key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}", file=sys.stderr)
+        sys.exit(2)
     quiet_third_party_output()
     app()
 
