@@ -122,3 +122,14 @@ def test_missing_cuda_device_is_a_config_error():
         resolve_device(f"cuda:{visible}")
     with pytest.raises(ConfigError, match="use cuda:<index>"):
         resolve_device("cuda:x")
+
+
+def test_top_level_typos_are_one_line_naming_the_key_as_typed(tmp_path):
+    from clipbench.cli import unknown_top_level_key
+
+    for typo in ("batch_sz=3", "+limt=2"):
+        proc = run_cli(typo)
+        assert proc.returncode == 2 and _error_lines(proc) == [_error_lines(proc)[0]], proc.stderr
+        assert _error_lines(proc)[0].startswith(f"error: {typo.split('=')[0].lstrip('+')}: unknown key")
+    assert unknown_top_level_key(["-m", "+toy=rec", "method.alpha=0.1,0.2", "hydra.run.dir=x", "++limit=3", "experiment=toy_default"]) is None
+    assert unknown_top_level_key(["--cfg", "job", "method.alpha=1", "resum=true"]) == "resum"
