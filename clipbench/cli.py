@@ -136,6 +136,16 @@ def unknown_top_level_key(argv: list[str]) -> str | None:
     return None
 
 
+def group_needing_plus(argv: list[str]) -> str | None:
+    """A config group outside the primary defaults list (``toy``) chosen without the ``+`` Hydra needs to add it."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(PACKAGE_CONF_DIR / "config.yaml").defaults
+    listed = {key.split("/")[-1] for item in defaults if not isinstance(item, str) for key in item}
+    addable = {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()} - listed - {"hydra"}
+    return next((arg for arg in argv if "=" in arg and arg.split("=", 1)[0] in addable), None)
+
+
 def main() -> None:
     if len(sys.argv) == 1:
         print(GETTING_STARTED, end="")
@@ -145,6 +155,10 @@ def main() -> None:
         from clipbench.config import GROUP_KEYS, RUN_KEYS
 
         print(f"error: {unknown}: unknown key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}", file=sys.stderr)
+        sys.exit(2)
+    needs_plus = group_needing_plus(sys.argv[1:])
+    if needs_plus:
+        print(f"error: {needs_plus.split('=')[0]}: a preset added on top of the defaults; write +{needs_plus}", file=sys.stderr)
         sys.exit(2)
     quiet_third_party_output()
     app()
