@@ -111,6 +111,18 @@ def test_errors_come_before_the_model_and_the_dataset(tmp_path, monkeypatch, cif
         _run_until_loading(tmp_path, monkeypatch, root, "dataset.check_integrity=false")
 
 
+def test_a_failed_integrity_check_comes_before_the_model(tmp_path, monkeypatch, cifar_root):
+    from helpers import compose_config, tmp_overrides
+
+    import clipbench.models
+    from clipbench.errors import DataError
+    from clipbench.runner import run
+
+    monkeypatch.setattr(clipbench.models, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(DataError, match="cifar100 under"):  # generated files fail the release checksums
+        run(compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=true")), tmp_path / "run")
+
+
 def test_missing_cuda_device_is_a_config_error():
     import torch
 
