@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import clipbench.config  # noqa: F401  (registers the ${asset:} resolver)
+import clipbench.config  # noqa: F401  (registers the ${asset:} resolver and the experiment configs)
 from clipbench.errors import ClipbenchError
 from clipbench.paths import CONF_DIR as PACKAGE_CONF_DIR
 
@@ -126,7 +126,6 @@ def unknown_top_level_key(argv: list[str]) -> str | None:
     from clipbench.config import GROUP_KEYS, RUN_KEYS
 
     known = set(GROUP_KEYS + RUN_KEYS) | {"hydra"} | {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()}
-    known.add("experiment")
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue

@@ -83,8 +83,8 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[d
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
     device = resolve_device(v.run.device)
-    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
     seed_everything(v.run.seed)
+    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
     write_config(run_dir, cfg)
     reset_peak_memory(device)
     if v.model.pretrained in (None, "", "null"):
