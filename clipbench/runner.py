@@ -18,7 +18,6 @@ from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.logging.results import append_rows, read_results
 from clipbench.logging.run_files import write_config, write_metrics, write_predictions
 from clipbench.logging.table import SUMMARY_COLUMNS, format_table
-from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,11 +71,12 @@ def build_dataset(dataset_cfg):
 
 def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None) -> list[dict]:
     """Evaluate one config and return its result rows (also appended to the results CSV)."""
+    v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
     from clipbench.methods import METHODS
     from clipbench.models import load_model
+    from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import TASKS, RunContext
 
-    v = validate(cfg)
     chash = config_hash(v)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
