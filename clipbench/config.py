@@ -24,9 +24,9 @@ class ModelConfig:
     cache_dir: str | None = None
 
     def validate(self) -> None:
-        from clipbench.models.factory import available_archs
+        from clipbench.models.factory import arch_config, available_archs
 
-        if self.arch not in available_archs():
+        if arch_config(self.arch) is None and self.arch not in available_archs():
             raise ConfigError(
                 "model.arch",
                 f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "

@@ -147,3 +147,18 @@ def test_top_level_typos_are_one_line_naming_the_key_as_typed(tmp_path):
     assert unknown_top_level_key(["--cfg", "job", "method.alpha=1", "resum=true"]) == "resum"
     proc = run_cli("toy=zeroshot")
     assert proc.returncode == 2 and _error_lines(proc) == ["error: toy: a preset added on top of the defaults; write +toy=zeroshot"]
+
+
+def test_tower_shapes_read_without_open_clip_match_open_clips_own_build():
+    import open_clip
+    from open_clip.model import CLIPVisionCfg
+
+    from clipbench.models.factory import arch_config, available_archs, vit_tower_shape
+
+    for arch in available_archs():
+        vision = CLIPVisionCfg(**open_clip.get_model_config(arch)["vision_cfg"])
+        # open_clip's _build_vision_tower: a ViT unless timm or a ResNet (list of layers); heads = width // head_width
+        vit = not vision.timm_model_name and isinstance(vision.layers, int)
+        assert vit_tower_shape(arch) == ((vision.layers, vision.width // vision.head_width) if vit else None), arch
+        assert arch_config(arch) is not None, arch
+    assert arch_config("NoSuchModel") is None

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import uuid
@@ -50,22 +51,41 @@ def available_archs() -> list[str]:
     return open_clip.list_models()
 
 
-def vit_tower_shape(arch: str) -> tuple[int, int] | None:
-    """(blocks, heads) of ``arch``'s ViT image tower, read from its open_clip config without building it.
+def arch_config(arch: str) -> dict | None:
+    """``arch``'s model JSON, read from the folders open_clip registers, without importing open_clip.
 
-    None for towers open_clip does not build as a ViT (ResNets, timm, custom configs it cannot parse).
+    Importing open_clip takes seconds (it pulls in transformers); config checks use this instead.
     """
-    import open_clip
-    from open_clip.model import CLIPVisionCfg
+    import importlib.util
 
-    register_model_configs()
-    try:
-        vision = CLIPVisionCfg(**(open_clip.get_model_config(arch) or {}).get("vision_cfg", {}))
-    except TypeError:
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(spec.origin).parent / "model_configs"] if spec and spec.origin else []
+    folders += [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
+    for folder in reversed(folders):  # later registrations win, as in open_clip
+        path = folder / f"{arch}.json" if folder.is_dir() else folder
+        if path.is_file() and path.stem == arch:
+            config = json.loads(path.read_text())
+            if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                return config
+    return None
+
+
+#: open_clip's CLIPVisionCfg defaults for the keys a ViT config may omit
+VIT_DEFAULTS = {"layers": 12, "width": 768, "head_width": 64}
+
+
+def vit_tower_shape(arch: str) -> tuple[int, int] | None:
+    """(blocks, heads) of ``arch``'s ViT image tower, from its config JSON without building it.
+
+    None for towers open_clip does not build as a plain ViT (ResNets, timm) or an unknown JSON.
+    """
+    vision = (arch_config(arch) or {}).get("vision_cfg")
+    if not isinstance(vision, dict) or vision.get("timm_model_name"):
         return None
-    if vision.timm_model_name or not isinstance(vision.layers, int):
+    vision = VIT_DEFAULTS | vision
+    if not isinstance(vision["layers"], int):
         return None
-    return vision.layers, vision.width // vision.head_width
+    return vision["layers"], vision["width"] // vision["head_width"]
 
 
 @dataclass
