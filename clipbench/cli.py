@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -130,7 +131,7 @@ def unknown_top_level_key(argv: list[str]) -> str | None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key = arg.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0].split("@")[0] not in known:
+        if re.split(r"[./@]", key)[0] not in known:  # task.x, hydra/launcher, group@package
             return key
     return None
 

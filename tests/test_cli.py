@@ -143,7 +143,8 @@ def test_top_level_typos_are_one_line_naming_the_key_as_typed(tmp_path):
         proc = run_cli(typo)
         assert proc.returncode == 2 and _error_lines(proc) == [_error_lines(proc)[0]], proc.stderr
         assert _error_lines(proc)[0].startswith(f"error: {typo.split('=')[0].lstrip('+')}: unknown key")
-    assert unknown_top_level_key(["-m", "+toy=rec", "method.alpha=0.1,0.2", "hydra.run.dir=x", "++limit=3", "experiment=toy_default"]) is None
+    assert unknown_top_level_key(["-m", "+toy=rec", "method.alpha=0.1,0.2", "hydra.run.dir=x", "++limit=3", "experiment=toy_default",
+                                 "hydra/launcher=joblib", "+hydra/sweeper=job_list"]) is None
     assert unknown_top_level_key(["--cfg", "job", "method.alpha=1", "resum=true"]) == "resum"
     proc = run_cli("toy=zeroshot")
     assert proc.returncode == 2 and _error_lines(proc) == ["error: toy: a preset added on top of the defaults; write +toy=zeroshot"]
