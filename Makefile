@@ -10,7 +10,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -qq $(TORCH_PINS)
 	$(BIN)/pip install --disable-pip-version-check -qq -e ".[dev]"
 	touch $(STAMP)

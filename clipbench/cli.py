@@ -1,9 +1,10 @@
-"""The ``clipbench`` command: a Hydra app over conf/ (groups task, dataset, model, method, logger, experiment)."""
+"""The ``clipbench`` command: a Hydra app over clipbench/conf/ and experiments/ (groups task, dataset, model, method, logger, experiment)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -14,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import clipbench.config  # noqa: F401  (registers the ${asset:} resolver)
+import clipbench.config  # noqa: F401  (registers the ${asset:} resolver and the experiment configs)
 from clipbench.errors import ClipbenchError
+from clipbench.paths import CONF_DIR as PACKAGE_CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(PACKAGE_CONF_DIR)
 
 
 def _record_failure(exc: BaseException) -> None:
@@ -48,6 +50,7 @@ def optimized_value(metric: str | None, rows: list[dict]) -> float | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
+    quiet_third_party_output()  # again here: joblib and submitit jobs run in fresh processes
     from clipbench.runner import run
 
     hc = HydraConfig.get()
@@ -58,12 +61,14 @@ def app(cfg: DictConfig) -> float | None:
         value = optimized_value(cfg.get("optimized_metric"), rows)
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _log_to_files(f"error: {exc}")
         if not multirun:
             sys.exit(2)
         _record_failure(exc)
         if cfg.get("optimized_metric"):
             raise  # the hyper-parameter sweeper marks the trial failed
     except Exception as exc:
+        _log_to_files(traceback.format_exc())
         if not multirun:
             raise
         traceback.print_exc()
@@ -77,6 +82,14 @@ def app(cfg: DictConfig) -> float | None:
     return None
 
 
+def _log_to_files(text: str) -> None:
+    """The error also goes into the run directory's log file (the terminal already shows it)."""
+    record = logging.LogRecord("clipbench", logging.ERROR, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class _QuietOpenClip(logging.Filter):
     """open_clip reports every model build at INFO on the root logger; keep its warnings only."""
 
@@ -84,14 +97,75 @@ class _QuietOpenClip(logging.Filter):
         return record.levelno >= logging.WARNING or "open_clip" not in record.pathname
 
 
+def quiet_third_party_output() -> None:
+    """Silence what carries no information (open_clip INFO, PIL and alembic chatter); safe to call twice."""
+    for name in ("PIL", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietOpenClip) for f in root.filters):
+        root.addFilter(_QuietOpenClip())
+    warnings.filterwarnings("ignore", message=".*RANDOMLY INITIALISED.*")  # the runner prints one banner instead
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+GETTING_STARTED = """\
+clipbench evaluates CLIP-family models; every setting is a Hydra override (key=value).
+
+Offline, on the generated toy world and the bundled toy CLIP:
+  python scripts/make_toy_world.py        # writes data/toy (elsewhere: --out DIR and CLIPBENCH_TOY_ROOT=DIR)
+  clipbench +toy=zeroshot                 # or +toy=rec, region_cls, pointcloud, clipscore, retrieval
+  clipbench -m experiment=toy_default     # every task, with the methods that apply to each
+
+On your own data and weights:
+  clipbench task=zeroshot dataset=cifar100 dataset.root=DIR model.arch=ViT-B-32 model.pretrained=openai
+
+What exists: clipbench-list (tasks, datasets, methods, experiments, architectures and tags)
+Every option: clipbench --help
+"""
+
+
+def unknown_top_level_key(argv: list[str]) -> str | None:
+    """The first ``key=value`` argument whose top-level key is neither a run key nor a config group, as typed."""
+    from clipbench.config import GROUP_KEYS, RUN_KEYS
+
+    known = set(GROUP_KEYS + RUN_KEYS) | {"hydra"} | {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()}
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if re.split(r"[./@]", key)[0] not in known:  # task.x, hydra/launcher, group@package
+            return key
+    return None
+
+
+def group_needing_plus(argv: list[str]) -> str | None:
+    """A config group outside the primary defaults list (``toy``) chosen without the ``+`` Hydra needs to add it."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(PACKAGE_CONF_DIR / "config.yaml").defaults
+    listed = {key.split("/")[-1] for item in defaults if not isinstance(item, str) for key in item}
+    addable = {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()} - listed - {"hydra"}
+    return next((arg for arg in argv if "=" in arg and arg.split("=", 1)[0] in addable), None)
+
+
 def main() -> None:
+    if len(sys.argv) == 1:
+        print(GETTING_STARTED, end="")
+        return
+    unknown = unknown_top_level_key(sys.argv[1:])
+    if unknown:
+        from clipbench.config import GROUP_KEYS, RUN_KEYS
+
+        print(f"error: {unknown}: unknown key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}", file=sys.stderr)
+        sys.exit(2)
+    needs_plus = group_needing_plus(sys.argv[1:])
+    if needs_plus:
+        print(f"error: {needs_plus.split('=')[0]}: a preset added on top of the defaults; write +{needs_plus}", file=sys.stderr)
+        sys.exit(2)
     from hydra_plugins.clipbench_sweeper.process_launcher import register_as_joblib
 
     register_as_joblib()
-    logging.getLogger("PIL").setLevel(logging.WARNING)
-    logging.getLogger().addFilter(_QuietOpenClip())
-    warnings.filterwarnings("once", message=".*RANDOMLY INITIALISED.*")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_third_party_output()
     app()
 
 

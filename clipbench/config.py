@@ -6,6 +6,7 @@ into it, so an unknown key or a wrongly typed value fails with one line naming t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -24,14 +25,14 @@ class ModelConfig:
     source: str = "open_clip"  # open_clip | hf (transformers CLIP: arch = hub id or save_pretrained folder)
 
     def validate(self) -> None:
-        from clipbench.models.factory import SOURCES, available_archs
+        from clipbench.models.factory import SOURCES, arch_config, available_archs
 
         if self.source not in SOURCES:
             raise ConfigError("model.source", f"{self.source!r} is not allowed; use one of {list(SOURCES)}")
         if self.source == "hf":
             if self.pretrained not in (None, "", "null"):
                 raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
-        elif self.arch not in available_archs():
+        elif arch_config(self.arch) is None and self.arch not in available_archs():
             raise ConfigError(
                 "model.arch",
                 f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "
@@ -91,6 +92,7 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
     experiment: str | None = None
+    experiment_name: str | None = None  # names an ad-hoc run's group (CSV `experiment` column, report, W&B)
     optimized_metric: str | None = None  # returned to a hyper-parameter sweeper (hparams_search=...)
     ci: CIConfig = field(default_factory=CIConfig)
 
@@ -121,7 +123,7 @@ def to_schema(schema: type, node: Any, key: str):
         allowed = ""
         if "not in struct" in msg or "Key '" in msg:
             allowed = f"; allowed keys: {[f.name for f in fields(schema)]}"
-        raise ConfigError(f"{key}.{sub}" if sub else key, f"{msg}{allowed}") from None
+        raise ConfigError(".".join(filter(None, (key, str(sub)))) or schema.__name__, f"{msg}{allowed}") from None
     if hasattr(obj, "validate"):
         obj.validate()
     return obj
@@ -139,32 +141,44 @@ class ValidatedConfig:
 
 
 def validate(cfg: DictConfig) -> ValidatedConfig:
-    """Check every group against its schema; the first bad key raises ``ConfigError``."""
-    from clipbench.data import DATASETS
-    from clipbench.methods import METHODS
-    from clipbench.tasks import TASKS
+    """Check every group against its schema; the first bad key raises ``ConfigError``.
 
+    Cheapest first, so most mistakes stop in about a second: the top-level keys before anything heavy is
+    imported, the dataset (its root) before the task and method registries, open_clip last.
+    """
     for group in GROUP_KEYS:
         if group not in cfg or cfg[group] is None:
             raise ConfigError(group, f"no {group} selected; pass {group}=<name>")
     unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS]
     if unknown:
         raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
-    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "run")
-    task_spec = TASKS.get(_name(cfg.task, "task"))
-    task = to_schema(task_spec.config, cfg.task, "task")
+    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
+    logger = to_schema(LoggerConfig, cfg.logger, "logger")
+
+    from clipbench.data import DATASETS
+
+    task_name = _name(cfg.task, "task")
     dataset_spec = DATASETS.get(dataset_kind(cfg.dataset))
-    if task.name not in dataset_spec.tasks:
+    if task_name not in dataset_spec.tasks:
         raise ConfigError(
-            "dataset", f"{dataset_spec.name!r} does not serve task={task.name}; it serves {sorted(dataset_spec.tasks)}"
+            "dataset", f"{dataset_spec.name!r} does not serve task={task_name}; it serves {sorted(dataset_spec.tasks)}"
         )
+    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+
+    from clipbench.methods import METHODS
+    from clipbench.models.factory import vit_tower_shape
+    from clipbench.tasks import TASKS
+
+    task_spec = TASKS.get(task_name)
+    task = to_schema(task_spec.config, cfg.task, "task")
     method_spec = METHODS.get(_name(cfg.method, "method"))
     if task_spec.methods is not None and method_spec.name not in task_spec.methods:
         raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
     method = to_schema(method_spec.config, cfg.method, "method")
     model = to_schema(ModelConfig, cfg.model, "model")
-    logger = to_schema(LoggerConfig, cfg.logger, "logger")
-    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+    tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
+    if tower is not None:
+        method.check_tower(*tower)  # layer and head ranges, from the architecture's config
     return ValidatedConfig(run, model, logger, task, dataset, method, cfg)
 
 
@@ -201,4 +215,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name))
 
 
+def register_experiments() -> None:
+    """Each ``experiments/<name>.yaml`` becomes the Hydra option ``experiment=<name>`` (header package kept)."""
+    from hydra.core.config_store import ConfigStore
+
+    from clipbench.paths import experiments_dir
+
+    store = ConfigStore.instance()
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        header = re.search(r"^#\s*@package\s+(\S+)", path.read_text(), re.MULTILINE)
+        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package=header and header.group(1),
+                    provider="clipbench")
+
+
 register_resolvers()
+register_experiments()

@@ -19,8 +19,6 @@ from clipbench.errors import DataError
 from clipbench.logging.results import append_rows, check_results_csv, read_results
 from clipbench.logging.run_files import write_config, write_metrics, write_predictions
 from clipbench.logging.table import SUMMARY_COLUMNS, format_table, with_intervals
-from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
-from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -87,25 +85,27 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     ``method_config`` is the ``method=`` config chosen (e.g. falip_subtract); rows store it as
     ``method_params["config"]`` (the method's name when it is not known).
     """
+    v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
+    check_results_csv(v.run.results_csv)
     from clipbench.methods import METHODS
     from clipbench.models import load_model
+    from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
+    from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import TASKS, RunContext
 
-    v = validate(cfg)
-    check_results_csv(v.run.results_csv)
     chash = config_hash(v)
-    experiment = v.run.experiment or experiment
+    experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
     device = resolve_device(v.run.device)
     seed_everything(v.run.seed)
+    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
     write_config(run_dir, cfg)
     reset_peak_memory(device)
     if v.model.pretrained in (None, "", "null") and v.model.source != "hf":
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
     model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir, source=v.model.source)
-    dataset = build_dataset(v.dataset)
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
@@ -202,10 +202,15 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
 
     append_rows(v.run.results_csv, rows)
     if "wandb" in v.logger.backends:
+        import pandas as pd
+
         name = f"{v.task.name}-{v.dataset.name}-{v.method.name}-{run_id}"
-        tables = {k: t for k, t in result.tables.items()}
+        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
+        if result.predictions:
+            tables["predictions"] = pd.DataFrame(result.predictions)
+        config = OmegaConf.to_container(v.raw, resolve=True) | {"config_hash": rows[0]["config_hash"], "git_sha": rows[0]["git_sha"]}
         log_run(
-            v.logger.wandb, name, OmegaConf.to_container(v.raw, resolve=True), payload["metrics"]
+            v.logger.wandb, name, config, payload["metrics"]
             | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,
             run_dir,
         )

@@ -32,6 +32,13 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device", "cuda was requested but no CUDA device is visible; use device=cpu or auto")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError("device", f"{name!r} is not allowed; use auto, cpu or cuda")
+    if name.startswith("cuda:"):
+        index = name.split(":", 1)[1]
+        if not index.isdigit():
+            raise ConfigError("device", f"{name!r} is not allowed; use cuda:<index>, e.g. cuda:0")
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index) >= visible:
+            raise ConfigError("device", f"{name} was requested but {visible} CUDA device(s) are visible; use device=cpu or auto")
     return torch.device(name)
 
 

@@ -3,6 +3,7 @@
 import re
 
 import pandas as pd
+import pytest
 from conftest import base_args, run_cli
 
 
@@ -54,6 +55,111 @@ def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
     from clipbench.config import validate
     from clipbench.errors import ConfigError
 
+    for name in ("shape_names.txt", "test_files.txt"):  # the release's list files: the root itself passes
+        (tmp_path / name).write_text("")
     cfg = compose_config(tmp_overrides(tmp_path, "task=pointcloud", "dataset=modelnet40", f"dataset.root={tmp_path}", "method=crop"))
     with pytest.raises(ConfigError, match=re.escape("task=pointcloud supports method=clip|falip, not 'crop'")):
         validate(cfg)
+
+
+def test_run_key_errors_name_the_key_as_typed(tmp_path):
+    from helpers import compose_config, tmp_overrides
+
+    from clipbench.config import validate
+    from clipbench.errors import ConfigError
+
+    for override, prefix in (("limit=abc", "limit: "), ("batch_size=0", "batch_size: ")):
+        cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={tmp_path}", override))
+        with pytest.raises(ConfigError) as info:
+            validate(cfg)
+        assert str(info.value).startswith(prefix), str(info.value)
+
+
+def _run_until_loading(tmp_path, monkeypatch, *overrides):
+    """runner.run with dataset building and model loading replaced by failures: an error raised first comes before both."""
+    from helpers import compose_config, tmp_overrides
+
+    import clipbench.models
+    from clipbench import runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset or the model was loaded before the config error")
+
+    monkeypatch.setattr(clipbench.models, "load_model", no_loading)
+    monkeypatch.setattr(runner, "build_dataset", no_loading)
+    runner.run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")
+
+
+def test_errors_come_before_the_model_and_the_dataset(tmp_path, monkeypatch, cifar_root):
+    from clipbench.errors import ConfigError
+
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        _run_until_loading(tmp_path, monkeypatch, f"dataset.root={not_a_folder}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        _run_until_loading(tmp_path, monkeypatch, "dataset.root=/missing")
+    root = f"dataset.root={cifar_root}"
+    # layer and head ranges are checked from the architecture's config
+    with pytest.raises(ConfigError, match=r"method.layers: \[7\] out of range: the image tower has 3 blocks"):
+        _run_until_loading(tmp_path, monkeypatch, root, "method=falip", "method.layers=[7]")
+    with pytest.raises(ConfigError, match=r"method.heads: head indices \[5\] out of range: each block has 3 heads"):
+        _run_until_loading(tmp_path, monkeypatch, root, "method=falip", "method.layers=[-1]", "method.heads=[5]")
+    with pytest.raises(ConfigError, match="device: cuda:7 was requested"):
+        _run_until_loading(tmp_path, monkeypatch, root, "device=cuda:7")
+    with pytest.raises(AssertionError, match="was loaded"):  # a valid config does reach the loading
+        _run_until_loading(tmp_path, monkeypatch, root, "dataset.check_integrity=false")
+
+
+def test_a_failed_integrity_check_comes_before_the_model(tmp_path, monkeypatch, cifar_root):
+    from helpers import compose_config, tmp_overrides
+
+    import clipbench.models
+    from clipbench.errors import DataError
+    from clipbench.runner import run
+
+    monkeypatch.setattr(clipbench.models, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(DataError, match="cifar100 under"):  # generated files fail the release checksums
+        run(compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=true")), tmp_path / "run")
+
+
+def test_missing_cuda_device_is_a_config_error():
+    import torch
+
+    from clipbench.errors import ConfigError
+    from clipbench.runtime import resolve_device
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"device: cuda:{visible} was requested but {visible} CUDA device"):
+        resolve_device(f"cuda:{visible}")
+    with pytest.raises(ConfigError, match="use cuda:<index>"):
+        resolve_device("cuda:x")
+
+
+def test_top_level_typos_are_one_line_naming_the_key_as_typed(tmp_path):
+    from clipbench.cli import unknown_top_level_key
+
+    for typo in ("batch_sz=3", "+limt=2"):
+        proc = run_cli(typo)
+        assert proc.returncode == 2 and _error_lines(proc) == [_error_lines(proc)[0]], proc.stderr
+        assert _error_lines(proc)[0].startswith(f"error: {typo.split('=')[0].lstrip('+')}: unknown key")
+    assert unknown_top_level_key(["-m", "+toy=rec", "method.alpha=0.1,0.2", "hydra.run.dir=x", "++limit=3", "experiment=toy_default",
+                                 "hydra/launcher=joblib", "+hydra/sweeper=job_list"]) is None
+    assert unknown_top_level_key(["--cfg", "job", "method.alpha=1", "resum=true"]) == "resum"
+    proc = run_cli("toy=zeroshot")
+    assert proc.returncode == 2 and _error_lines(proc) == ["error: toy: a preset added on top of the defaults; write +toy=zeroshot"]
+
+
+def test_tower_shapes_read_without_open_clip_match_open_clips_own_build():
+    import open_clip
+    from open_clip.model import CLIPVisionCfg
+
+    from clipbench.models.factory import arch_config, available_archs, vit_tower_shape
+
+    for arch in available_archs():
+        vision = CLIPVisionCfg(**open_clip.get_model_config(arch)["vision_cfg"])
+        # open_clip's _build_vision_tower: a ViT unless timm or a ResNet (list of layers); heads = width // head_width
+        vit = not vision.timm_model_name and isinstance(vision.layers, int)
+        assert vit_tower_shape(arch) == ((vision.layers, vision.width // vision.head_width) if vit else None), arch
+        assert arch_config(arch) is not None, arch
+    assert arch_config("NoSuchModel") is None

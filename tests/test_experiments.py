@@ -1,7 +1,5 @@
 """Every experiment config, and every job or sweep value in it, composes and passes the schemas."""
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -9,8 +7,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from clipbench.cli import CONF_DIR
 from clipbench.config import validate
 from clipbench.errors import ConfigError
+from clipbench.paths import experiments_dir
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR).parent / "experiments").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 DATA_KEYS = ("dataset.", "model.pretrained")  # acceptable: no data or weights on this machine
 
 

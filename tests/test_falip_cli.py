@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from clipbench.cli import CONF_DIR as CONF
 from tests.conftest import TINY_ARCH, base_args, run_cli
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 @pytest.mark.filterwarnings("ignore:model.pretrained is null")

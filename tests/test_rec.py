@@ -14,6 +14,7 @@ from PIL import Image
 from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_images
 from torchvision import transforms
 
+from clipbench.cli import CONF_DIR
 from clipbench.data.refer import write_refer
 from clipbench.metrics.boxes import box_iou, clip_box, expand_box, union_box, xywh_to_xyxy
 from clipbench.tasks.rec import caption_bank, subtract_bank
@@ -241,7 +242,7 @@ def test_experiment_configs_compose():
 
     from clipbench.config import validate
 
-    with initialize_config_dir(str(Path(__file__).resolve().parent.parent / "conf"), version_base=None):
+    with initialize_config_dir(CONF_DIR, version_base=None):
         cfg = compose("config", overrides=["experiment=falip_rec", "dataset=refcoco+", "method=falip_subtract"], return_hydra_config=True)
         assert cfg.hydra.sweeper.params.dataset == "refcoco,refcoco+,refcocog"
         assert cfg.task.name == "rec" and cfg.model.arch == "ViT-B-16"

@@ -37,6 +37,8 @@ def require_dir(path: str | Path | None, key: str, how_to_get: str) -> Path:
     if path in (None, "", "???"):
         raise ConfigError(key, f"is not set; {how_to_get}")
     p = Path(str(path)).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(key, f"{p} is a file, not a folder; {how_to_get}")
     if not p.is_dir():
         raise ConfigError(key, f"{p} does not exist; {how_to_get}")
     return p
@@ -46,6 +48,8 @@ def require_file(path: str | Path | None, key: str, how_to_get: str) -> Path:
     if path in (None, "", "???"):
         raise ConfigError(key, f"is not set; {how_to_get}")
     p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise ConfigError(key, f"{p} is a folder, not a file; {how_to_get}")
     if not p.is_file():
         raise ConfigError(key, f"{p} does not exist; {how_to_get}")
     return p

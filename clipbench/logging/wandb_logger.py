@@ -16,7 +16,8 @@ def log_run(wcfg, name: str, config: dict, metrics: dict, tables: dict, group: s
         mode = wcfg.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         run = wandb.init(
             project=wcfg.project, entity=wcfg.entity, mode=mode, group=wcfg.group or group,
-            name=name, config=config, tags=list(wcfg.tags), reinit=True, dir=str(wcfg.dir or run_dir or "."),
+            name=name, config=config, tags=list(wcfg.tags), reinit="create_new", dir=str(wcfg.dir or run_dir or "."),
+            settings=wandb.Settings(quiet=True),
         )
         run.log(metrics)
         for key, frame in tables.items():

@@ -29,6 +29,9 @@ class MethodConfig:
     def validate(self) -> None:
         parse_region_prior(self.region)
 
+    def check_tower(self, depth: int, num_heads: int) -> None:
+        """Ranges that depend on the image tower (checked from the model's config, before it loads)."""
+
 
 def parse_region_prior(spec: str) -> float:
     """``full`` -> 1.0, ``center:<f>`` -> f in (0, 1]."""

@@ -71,6 +71,9 @@ class FalipConfig(MethodConfig):
         resolve_layers(self.layers, depth=10**6)  # syntax only; the range is checked against the model
         check_heads_spec(self.heads)
 
+    def check_tower(self, depth: int, num_heads: int) -> None:
+        head_scale_matrix(self.heads, resolve_layers(self.layers, depth), num_heads)
+
 
 @register_method("falip", FalipConfig)
 class FalipMethod(Method):

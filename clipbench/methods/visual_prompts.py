@@ -3,8 +3,8 @@
 Each edit turns (image, boxes of one region) into a new image, so every region costs one image in the
 forward pass; all edited images of an ``encode_regions`` call go through the model as one batch.
 
-The drawing functions are pure and follow the public code the baselines come from (REFERENCE.md
-section 2, allenai/reclip, pumpkin805/FALIP and ylingfeng/FGVP):
+The drawing functions are pure (PIL in, PIL out) and follow the public code the baselines come from
+(allenai/reclip, pumpkin805/FALIP and ylingfeng/FGVP; where a paper and its code differ, the code wins):
 
 * Model input (``resize``): ``square`` (the official default of all three, ``square_size=True``) is
   ``Resize((S, S))`` bicubic with no crop, the input FALIP uses; ``center_crop`` is open_clip's

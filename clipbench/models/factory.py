@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import uuid
@@ -47,6 +49,43 @@ def available_archs() -> list[str]:
 
     register_model_configs()
     return open_clip.list_models()
+
+
+def arch_config(arch: str) -> dict | None:
+    """``arch``'s model JSON, read from the folders open_clip registers, without importing open_clip.
+
+    Importing open_clip takes seconds (it pulls in transformers); config checks use this instead.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(spec.origin).parent / "model_configs"] if spec and spec.origin else []
+    folders += [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
+    for folder in reversed(folders):  # later registrations win, as in open_clip
+        path = folder / f"{arch}.json" if folder.is_dir() else folder
+        if path.is_file() and path.stem == arch:
+            config = json.loads(path.read_text())
+            if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                return config
+    return None
+
+
+#: open_clip's CLIPVisionCfg defaults for the keys a ViT config may omit
+VIT_DEFAULTS = {"layers": 12, "width": 768, "head_width": 64}
+
+
+def vit_tower_shape(arch: str) -> tuple[int, int] | None:
+    """(blocks, heads) of ``arch``'s ViT image tower, from its config JSON without building it.
+
+    None for towers open_clip does not build as a plain ViT (ResNets, timm) or an unknown JSON.
+    """
+    vision = (arch_config(arch) or {}).get("vision_cfg")
+    if not isinstance(vision, dict) or vision.get("timm_model_name"):
+        return None
+    vision = VIT_DEFAULTS | vision
+    if not isinstance(vision["layers"], int):
+        return None
+    return vision["layers"], vision["width"] // vision["head_width"]
 
 
 @dataclass
@@ -176,6 +215,8 @@ def _source_file(pretrained, arch):
     looks_like_path = path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in str(pretrained)
     if not looks_like_path:
         return NotImplemented
+    if path.is_dir():
+        raise ConfigError("model.pretrained", f"{path} is a folder; name the checkpoint file inside it")
     if not path.is_file():
         raise ConfigError("model.pretrained", f"checkpoint file {path} does not exist{regenerate_hint(path)}")
     return read_checkpoint(path), None, file_fingerprint(path)
@@ -246,9 +287,10 @@ def load_model(
             state, tag, fingerprint = resolved
             break
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=tag, device="cpu", cache_dir=cache_dir
-        )
+        with _without_open_clip_random_notice():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=tag, device="cpu", cache_dir=cache_dir
+            )
     except RuntimeError as exc:  # e.g. no network for a tag download
         raise ConfigError("model.pretrained", f"open_clip could not load {arch}/{tag}: {exc}") from None
     if state is not None:
@@ -284,5 +326,24 @@ def load_model(
     )
     if reuse:
         _MODEL_CACHE[key] = loaded
-    log.info("loaded %s (%s) on %s in %s", arch, loaded.fingerprint, device, precision)
+    weights = "random init" if loaded.pretrained is None else loaded.pretrained
+    log.info("model %s, weights %s (fingerprint %s), %s on %s", arch, weights, fingerprint, precision, device)
     return loaded
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_open_clip_random_notice():
+    """open_clip warns 'initialized randomly' whenever no tag is given, also right before a local checkpoint
+    loads; clipbench states what it loaded itself (and warns when the weights really are random)."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)

@@ -8,18 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench.errors import DataError
+from clipbench.paths import reported_dir
 
 REPORTED_COLUMNS = [
     "paper", "table", "task", "dataset", "split", "method", "model", "setting", "metric", "value", "unit",
     "source", "verified",
 ]
 UNIT_TO_FRACTION = {"percent": 0.01, "x100": 0.01, "fraction": 1.0}
-REPORTED_DIR = Path(__file__).resolve().parents[2] / "experiments" / "reported"
 
 
 def load_reported(paths: list[Path] | None = None) -> pd.DataFrame:
     """All reported rows; a malformed row raises one error naming the file and row number."""
-    paths = sorted(REPORTED_DIR.glob("*.csv")) if paths is None else paths
+    paths = sorted(reported_dir().glob("*.csv")) if paths is None else paths
     rows = []
     for path in paths:
         with open(path, newline="") as f:

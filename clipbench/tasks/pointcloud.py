@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.data.projection import (
     POINTCLIP_V2_TILTS,
@@ -42,6 +41,7 @@ from clipbench.metrics.classification import (
     topk_accuracy,
 )
 from clipbench.models.text_cache import zero_shot_classifier
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput, synchronize
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 

@@ -26,11 +26,11 @@ from itertools import islice
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import box_iou, clip_box, is_malformed
 from clipbench.metrics.uncertainty import Outcome
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 

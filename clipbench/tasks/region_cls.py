@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
 from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, topk_accuracy
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 from clipbench.tasks.rec import prefetched

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
 from clipbench.metrics.retrieval import retrieval_metrics, retrieval_outcomes
 from clipbench.models.text_cache import cached, text_features
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from clipbench.data.loading import image_batches, pil_batches
 from clipbench.data.templates import resolve_templates
@@ -20,6 +19,7 @@ from clipbench.metrics.classification import (
     per_class_recall,
     topk_accuracy,
 )
+from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 

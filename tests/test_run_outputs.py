@@ -1,0 +1,102 @@
+"""What a run reports beyond the CSV: W&B config and tables, ad-hoc experiment names, quiet logs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from helpers import compose_config, tmp_overrides
+
+from clipbench.runner import run
+
+
+class FakeRun:
+    def __init__(self, **kwargs):
+        self.init = kwargs
+        self.logged: dict = {}
+
+    def log(self, values: dict) -> None:
+        self.logged.update(values)
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def wandb_runs(monkeypatch):
+    import wandb
+
+    runs: list[FakeRun] = []
+
+    def init(**kwargs):
+        runs.append(FakeRun(**kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    return runs
+
+
+@pytest.mark.parametrize("toy, table", [("retrieval", "metrics"), ("rec", "predictions"), ("region_cls", "predictions")])
+def test_wandb_gets_config_hash_git_sha_and_the_task_tables(tmp_path, toy_root, monkeypatch, wandb_runs, toy, table):
+    import wandb
+
+    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
+    cfg = compose_config(tmp_overrides(tmp_path, f"+toy={toy}", "logger=both", "limit=4", "save_predictions=true"))
+    rows = run(cfg, tmp_path / "run")
+    (logged,) = wandb_runs
+    assert logged.init["config"]["config_hash"] == rows[0]["config_hash"]
+    assert logged.init["config"]["git_sha"] == rows[0]["git_sha"] != ""
+    assert isinstance(logged.logged[table], wandb.Table)
+    metrics = logged.logged["metrics"]
+    assert isinstance(metrics, wandb.Table) and {r[0] for r in metrics.data} == {r["metric"] for r in rows}
+
+
+def test_experiment_name_groups_an_ad_hoc_run(tmp_path, cifar_root, wandb_runs):
+    cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4",
+                                       "experiment_name=my_study", "logger=both"))
+    run(cfg, tmp_path / "run")
+    assert set(pd.read_csv(tmp_path / "results.csv").experiment) == {"my_study"}
+    assert wandb_runs[0].init["group"] == "my_study"
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines():
+    import io
+
+    from clipbench.progress import LoggedProgress, tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert not isinstance(tqdm(range(3), file=Terminal()), LoggedProgress)
+    log = io.StringIO()
+    for _ in tqdm(range(40), desc="zeroshot", unit="batch", file=log):
+        pass
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [line.split(",")[0] for line in lines] == [f"zeroshot: {n}/40 batch ({p}%)" for n, p in ((10, 25), (20, 50), (30, 75), (40, 100))]
+    quiet = io.StringIO()
+    for _ in tqdm(range(5), file=quiet, disable=True):
+        pass
+    assert quiet.getvalue() == ""
+
+
+def test_a_failed_run_leaves_its_error_in_the_run_log(tmp_path):
+    from conftest import base_args, run_cli
+
+    proc = run_cli(*base_args(tmp_path, "dataset.root=/missing"))
+    assert proc.returncode == 2
+    (log,) = (tmp_path / "run").glob("*.log")
+    assert log.name == "clipbench.log"  # the Hydra app is named clipbench
+    assert "error: dataset.root: /missing does not exist" in log.read_text()
+
+
+def test_sweep_workers_are_quiet(tmp_path, cifar_root):
+    from conftest import base_args, run_cli
+
+    proc = run_cli("-m", *base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4",
+                                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), check=True)  # one job, in a loky worker
+    out = proc.stdout + proc.stderr
+    assert out.count("RANDOMLY INITIALISED") == 1  # one banner, no repeated warnings
+    assert "No pretrained weights loaded" not in out
+    assert "Parsing model identifier" not in out and "[root][INFO]" not in out  # open_clip's INFO chatter
+    assert out.count("weights random init") == 1  # one line says what was loaded
