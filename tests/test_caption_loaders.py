@@ -83,8 +83,8 @@ def test_real_flickr8k_registered_datasets(tmp_path):
     assert (data.tau_variant, len(data.items), sum(len(it.ratings) for it in data.items)) == ("b", 47830, 47830)
 
 
-def official_crowdflower_index(root: Path) -> dict:
-    """jmhessel/clipscore flickr8k_example/download.py, the CrowdFlower part, step by step."""
+def official_token_index(root: Path) -> tuple[dict, dict]:
+    """download.py's reading of Flickr8k.token.txt: image stem -> captions, caption id -> caption."""
     import collections
 
     flickr8k_image2ann = collections.defaultdict(list)
@@ -94,7 +94,12 @@ def official_crowdflower_index(root: Path) -> dict:
             image, ann = line.strip().split("\t")
             flickr8k_image2ann[image.split("#")[0]].append(ann)
             captionid2caption[image] = ann
-    flickr8k_image2ann = {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}
+    return {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}, captionid2caption
+
+
+def official_crowdflower_index(root: Path) -> dict:
+    """jmhessel/clipscore flickr8k_example/download.py, the CrowdFlower part, step by step."""
+    flickr8k_image2ann, captionid2caption = official_token_index(root)
     all_8k_crowdflower = []
     with open(root / FLICKR8K_CF) as f:
         for line in f:
@@ -112,15 +117,7 @@ def official_crowdflower_index(root: Path) -> dict:
 
 def official_expert_judgments(root: Path) -> list[tuple]:
     """download.py, the Expert part: a candidate whose text is one of the image's references is skipped."""
-    import collections
-
-    flickr8k_image2ann, captionid2caption = collections.defaultdict(list), {}
-    with open(root / FLICKR8K_TOKENS) as f:
-        for line in f:
-            image, ann = line.strip().split("\t")
-            flickr8k_image2ann[image.split("#")[0]].append(ann)
-            captionid2caption[image] = ann
-    flickr8k_image2ann = {k.split(".")[0]: v for k, v in flickr8k_image2ann.items()}
+    flickr8k_image2ann, captionid2caption = official_token_index(root)
     out = []
     with open(root / FLICKR8K_EXPERT) as f:
         for line in f:
