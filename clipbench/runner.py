@@ -88,8 +88,8 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
     check_results_csv(v.run.results_csv)
     from clipbench.methods import METHODS
-    from clipbench.models import load_model
     from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
+    from clipbench.models import load_model
     from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import TASKS, RunContext
 

@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clipbench.report.reported import REPORTED_COLUMNS, REPORTED_DIR, load_reported  # noqa: E402
+from clipbench.paths import reported_dir  # noqa: E402
+from clipbench.report.reported import REPORTED_COLUMNS, load_reported  # noqa: E402
 
 PAPER = "open_clip results table"
 SOURCE = "open_clip docs/{file} (89fb801)"
@@ -72,9 +73,9 @@ def convert(src: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=ROOT.parent / "shared" / "data" / "open_clip")
-    parser.add_argument("--out", type=Path, default=REPORTED_DIR / "open_clip.csv")
+    parser.add_argument("--out", type=Path, default=reported_dir() / "open_clip.csv")
     args = parser.parse_args()
-    others = [p for p in sorted(REPORTED_DIR.glob("*.csv")) if p.resolve() != args.out.resolve()]
+    others = [p for p in sorted(reported_dir().glob("*.csv")) if p.resolve() != args.out.resolve()]
     existing = load_reported(others)
     taken = set(zip(existing["model"], existing["setting"], existing["dataset"], existing["metric"]))
     rows = [r for r in convert(args.src) if (r["model"], r["setting"], r["dataset"], r["metric"]) not in taken]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from clipbench.logging.results import RESULT_COLUMNS, append_rows
+from clipbench.paths import reported_dir
 from clipbench.report.build import build_report, compare, load_results
-from clipbench.report.reported import REPORTED_DIR, load_reported
+from clipbench.report.reported import load_reported
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_clip"
 CATALOGUE = json.dumps({"catalogue": "clip_benchmark", "name": "x"})
@@ -23,7 +24,7 @@ def _row(**kw):
 
 
 def test_open_clip_rows_keyed_by_arch_tag_dataset_metric():
-    frame = load_reported([REPORTED_DIR / "open_clip.csv"])
+    frame = load_reported([reported_dir() / "open_clip.csv"])
     keys = frame[["model", "setting", "dataset", "metric"]]
     assert not keys.duplicated().any()
     imagenet = frame[(frame.model == "ViT-B-32") & (frame.setting == "pretrained=laion2b_s34b_b79k") & (frame.dataset == "imagenet1k")]
@@ -45,7 +46,7 @@ def test_comparison_matches_the_run_s_own_tag_only(tmp_path):
     append_rows(path, [_row(config_hash="a", dataset="imagenet1k", model_arch="ViT-B-32", model_pretrained="laion2b_s34b_b79k",
                             metric="top1", value=0.66)])
     table = compare(load_results(path), load_reported())
-    reported = load_reported([REPORTED_DIR / "open_clip.csv"])
+    reported = load_reported([reported_dir() / "open_clip.csv"])
     expected = reported[(reported.model == "ViT-B-32") & (reported.setting == "pretrained=laion2b_s34b_b79k")
                         & (reported.dataset == "imagenet1k")].value.item()
     assert len(table) == 1 and table.reported.item() == pytest.approx(expected)
@@ -53,7 +54,7 @@ def test_comparison_matches_the_run_s_own_tag_only(tmp_path):
 
 def test_variants_table_has_models_as_rows_an_average_and_the_plot(tmp_path):
     path = tmp_path / "results.csv"
-    reported = load_reported([REPORTED_DIR / "open_clip.csv"])
+    reported = load_reported([reported_dir() / "open_clip.csv"])
     rows, expected = [], {}
     for tag, shift in (("openai", 0.01), ("laion2b_s34b_b79k", -0.02)):
         for i, name in enumerate(("imagenet1k", "imagenetv2", "imagenet-r")):

@@ -17,7 +17,14 @@ from typing import Any
 
 from PIL import Image
 
-from clipbench.data.base import ImageRoot, load_hf_split, open_rgb, register_dataset, require_dir, require_file
+from clipbench.data.base import (
+    ImageRoot,
+    load_hf_split,
+    open_rgb,
+    register_dataset,
+    require_dir,
+    require_file,
+)
 from clipbench.errors import ConfigError, DataError
 from clipbench.metrics.boxes import Box, is_malformed, parse_xywh, xywh_to_xyxy
 
