@@ -54,10 +54,12 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _worker(payload: bytes, conn, parent_pid: int) -> None:
+def _worker(payload_conn, conn, parent_pid: int) -> None:
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     _exit_with_parent(parent_pid)
+    payload = payload_conn.recv_bytes()
+    payload_conn.close()
     ret = execute_job(*cloudpickle.loads(payload))
     conn.send_bytes(cloudpickle.dumps(ret))
     conn.close()
@@ -103,10 +105,20 @@ class ProcessLauncher(Launcher):
                 idx, overrides = pending.pop(0)
                 payload = cloudpickle.dumps((initial_job_idx + idx, list(overrides), self.hydra_context, self.config,
                                              self.task_function, singleton_state))
+                # the job goes through its own pipe, not the spawn arguments: the parent holds no read end
+                # of it, so a worker that dies before reading makes the write fail instead of blocking
+                payload_receive, payload_send = ctx.Pipe(duplex=False)
                 receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(payload, send, os.getpid()), daemon=True)
+                proc = ctx.Process(target=_worker, args=(payload_receive, send, os.getpid()), daemon=True)
                 proc.start()
                 send.close()
+                payload_receive.close()
+                try:
+                    payload_send.send_bytes(payload)
+                except OSError:  # the worker died before reading its job; its result pipe's EOF records it
+                    pass
+                finally:
+                    payload_send.close()
                 running[receive] = (idx, proc)
             for receive in wait(list(running)):
                 idx, proc = running.pop(receive)
