@@ -180,11 +180,17 @@ def main() -> None:
           f"{len(templates)} templates), batch {args.batch_size}, {args.workers} workers, device {results['clipbench']['device']}")
     print(format_table(rows, ["path", "items", "seconds", "items_per_s", "peak_mem_mb"]))
     ours, theirs = results["clipbench"], results["clip_benchmark eval"]
-    agree = all(
-        abs(ours["metrics"][d][m] - theirs["metrics"][d][m]) < 1e-9 for d in ours["metrics"] for m in ("top1", "mean_per_class_recall")
-    )
+    differences = [
+        f"{d} {m}: clipbench {ours['metrics'][d][m]!r}, clip_benchmark {theirs['metrics'][d][m]!r}, "
+        f"|diff| {abs(ours['metrics'][d][m] - theirs['metrics'][d][m]):.3g}"
+        for d in ours["metrics"] for m in ("top1", "mean_per_class_recall")
+        if abs(ours["metrics"][d][m] - theirs["metrics"][d][m]) >= 1e-9  # both float64
+    ]
+    agree = not differences
     for d in ours["metrics"]:
         print(f"{d}: clipbench {ours['metrics'][d]}, clip_benchmark {theirs['metrics'][d]}")
+    for line in differences:
+        print("DIFFERENT " + line)
     rate = {k: r["items"] / r["seconds"] for k, r in results.items()}
     print(f"metrics clipbench vs clip_benchmark: {'identical' if agree else 'DIFFERENT'} on {len(ours['metrics'])} datasets")
     print(f"clipbench_vs_clip_benchmark={rate['clipbench'] / rate['clip_benchmark eval']:.3f} (goal >= 1.3)")

@@ -22,7 +22,7 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> fl
     """Share of samples whose target is among the k highest logits (ties broken by index order)."""
     if len(targets) == 0:
         return float("nan")
-    return topk_hits(logits, targets, k).float().mean().item()
+    return topk_hits(logits, targets, k).double().mean().item()
 
 
 def classification_outcomes(
@@ -37,9 +37,9 @@ def classification_outcomes(
 
 
 def per_class_recall(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Recall of each class; NaN for classes with no samples."""
-    counts = torch.bincount(targets, minlength=num_classes).float()
-    hits = torch.bincount(targets[preds == targets], minlength=num_classes).float()
+    """Recall of each class in float64 (CLIP_benchmark's precision); NaN for classes with no samples."""
+    counts = torch.bincount(targets, minlength=num_classes).double()
+    hits = torch.bincount(targets[preds == targets], minlength=num_classes).double()
     recall = hits / counts
     recall[counts == 0] = float("nan")
     return recall
