@@ -20,7 +20,7 @@ the bundled toy CLIP), and the gold boxes of any REC or region-classification da
 Every ViT family FALIP supports works (open_clip ViTs, CoCa, timm SigLIP/EVA towers, Hugging Face CLIP);
 on towers without a CLS token (SigLIP's MAP head) the single row ``probe`` is the pooling probe's heads.
 
-    python scripts/make_toy_world.py                                          # offline example
+    clipbench-toy-world                                                       # offline example
     clipbench-heads experiment=toy_falip_head_sensitivity --limit 40 --out runs/heads --top-k 4
     clipbench-heads model=vit_b_16 dataset=refcoco dataset.root=DATA/refer dataset.images=DATA/coco/train2014
 """

@@ -40,11 +40,11 @@ def cifar_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """The installed console entry point, as a user runs it."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(
-        [sys.executable, "-m", "clipbench", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, *python_flags, "-m", "clipbench", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"clipbench {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -28,6 +28,32 @@ def test_bad_values_fail_before_work_with_one_line(tmp_path, cifar_root):
     assert "download=true" in missing  # says how to get the data
 
 
+HEAVY_MODULES = {"torch", "torchvision", "open_clip"}
+
+
+def _imported_modules(proc) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, from its stderr."""
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_config_errors_come_before_torch_is_imported(tmp_path, cifar_root):
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    cases = {
+        "does not exist": ["+toy=zeroshot", "dataset.root=/missing"],
+        "is a file, not a folder": ["+toy=rec", f"dataset.root={not_a_folder}"],
+        "unknown key": ["no_such_key=1"],
+    }
+    for message, overrides in cases.items():
+        proc = run_cli(*base_args(tmp_path, *overrides), python_flags=("-X", "importtime"))
+        assert proc.returncode == 2 and message in _error_lines(proc)[0], proc.stderr[-2000:]
+        assert "clipbench.cli" in _imported_modules(proc)
+        assert not _imported_modules(proc) & HEAVY_MODULES, overrides
+    # an error found from the architecture's tower comes after torch: the probe does see it
+    tower = run_cli(*base_args(tmp_path, "+toy=zeroshot", f"dataset.root={cifar_root}", "method=falip", "method.layers=[7]"), python_flags=("-X", "importtime"))
+    assert "method.layers" in _error_lines(tower)[0] and "torch" in _imported_modules(tower)
+
+
 def test_unknown_key_is_rejected(tmp_path, cifar_root):
     proc = run_cli(*base_args(tmp_path, f"dataset.root={cifar_root}", "+task.tempaltes=cifar"))
     assert proc.returncode != 0 and "task" in _error_lines(proc)[0] and "tempaltes" in _error_lines(proc)[0]

@@ -13,6 +13,7 @@ def test_bare_clipbench_prints_what_to_type():
     proc = run_cli()
     assert proc.returncode == 0, proc.stderr
     assert "+toy=zeroshot" in proc.stdout and "CLIPBENCH_TOY_ROOT" in proc.stdout and "clipbench-list" in proc.stdout
+    assert "clipbench-toy-world" in proc.stdout and "clipbench-toy-world" in run_cli("--help").stdout
 
 
 def _rows(text: str, first_cell: str) -> list[str]:

@@ -52,11 +52,15 @@ def _env(**extra) -> dict:
     return env | {"WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"} | extra
 
 
-def test_installed_wheel_runs_a_toy_job_from_any_folder(wheel_venv, toy_root, tmp_path):
+def test_installed_wheel_runs_a_toy_job_from_any_folder(wheel_venv, tmp_path):
     bin_dir = wheel_venv / "bin"
     where = _sh([bin_dir / "python", "-c", "import clipbench; print(clipbench.__file__)"], cwd=tmp_path, env=_env()).stdout
     assert str(wheel_venv) in where  # the installed copy, not the checkout
-    env = _env(CLIPBENCH_TOY_ROOT=str(toy_root))
+    env = _env()
+    assert "clipbench-toy-world" in _sh([bin_dir / "clipbench"], cwd=tmp_path, env=env).stdout
+    _sh([bin_dir / "clipbench-toy-world", "--scale", "0.05", "--quiet"], cwd=tmp_path, env=env)  # data/toy, the presets' default
+    toy_root = tmp_path / "data" / "toy"
+    assert (toy_root / "cifar" / "cifar-100-python" / "test").is_file()
     proc = _sh([bin_dir / "clipbench", "+toy=zeroshot", "limit=8", "device=cpu", "num_workers=0", "progress=false"], cwd=tmp_path, env=env)
     assert "top1" in proc.stdout
     frame = pd.read_csv(tmp_path / "results" / "results.csv")

@@ -6,4 +6,5 @@ __all__ = ["DATASETS", "DatasetSpec"]
 
 from clipbench.discovery import import_submodules  # noqa: E402
 
-import_submodules(__name__, __path__)
+# loading and projection hold torch helpers and register no dataset: config checks stay free of torch
+import_submodules(__name__, __path__, skip=("loading", "projection"))
