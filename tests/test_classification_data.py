@@ -28,11 +28,24 @@ def test_cifar_fixture_reads_back_identically_and_torchvision_agrees(tmp_path, m
         assert np.array_equal(np.asarray(img), images[i])
 
 
-def test_cifar_integrity_check_names_the_fix(tmp_path):
+def test_cifar_integrity_check_names_the_fix_and_agrees_with_torchvision(tmp_path, monkeypatch):
+    import hashlib
+
+    from torchvision.datasets.utils import check_integrity
+
+    import clipbench.data.classification as classification
+
     images, labels, names = colour_images(4)
     write_cifar100(tmp_path, "test", images, labels, names)
-    with pytest.raises(DataError, match="check_integrity=false"):
+    base = tmp_path / "cifar-100-python"
+    for name in ("test", "meta"):  # torchvision's own check rejects the generated files too
+        assert not check_integrity(str(base / name), classification.CIFAR_MD5[name])
+    with pytest.raises(ConfigError, match="check_integrity=false"):
         Cifar100(tmp_path, "test", check_integrity=True)
+    # with the generated files' own md5 as the release's, the same check passes
+    own = {n: hashlib.md5((base / n).read_bytes()).hexdigest() for n in ("test", "meta")}
+    monkeypatch.setattr(classification, "CIFAR_MD5", own)
+    assert len(Cifar100(tmp_path, "test", check_integrity=True)) == 4
 
 
 def test_cifar_pickle_with_globals_is_refused(tmp_path):

@@ -43,6 +43,7 @@ def test_config_errors_come_before_torch_is_imported(tmp_path, cifar_root):
         "does not exist": ["+toy=zeroshot", "dataset.root=/missing"],
         "is a file, not a folder": ["+toy=rec", f"dataset.root={not_a_folder}"],
         "unknown key": ["no_such_key=1"],
+        "fails the release checksum": ["+toy=zeroshot", f"dataset.root={cifar_root}", "dataset.check_integrity=true"],
     }
     for message, overrides in cases.items():
         proc = run_cli(*base_args(tmp_path, *overrides), python_flags=("-X", "importtime"))
@@ -141,11 +142,11 @@ def test_a_failed_integrity_check_comes_before_the_model(tmp_path, monkeypatch, 
     from helpers import compose_config, tmp_overrides
 
     import clipbench.models
-    from clipbench.errors import DataError
+    from clipbench.errors import ConfigError
     from clipbench.runner import run
 
     monkeypatch.setattr(clipbench.models, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
-    with pytest.raises(DataError, match="cifar100 under"):  # generated files fail the release checksums
+    with pytest.raises(ConfigError, match="fails the release checksum"):  # generated files are not the release
         run(compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=true")), tmp_path / "run")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,28 @@ class ClassificationDataset:
 
 CIFAR_DIR = "cifar-100-python"
 CIFAR_HOW = "pass dataset.download=true (needs network) or point dataset.root at a folder holding cifar-100-python/"
+# the release's checksums, the ones torchvision's CIFAR100 verifies
+CIFAR_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+             "meta": "7973b15100ade9c7d40fb424638fde48"}
+
+
+def verify_cifar_release(root: str | Path, split: str) -> None:
+    """The split's and the meta file's md5 against the release (hashlib: no torch import needed)."""
+    for name in (split, "meta"):
+        path = Path(root).expanduser() / CIFAR_DIR / name
+        digest = hashlib.md5()
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise ConfigError("dataset.root", f"cannot read {path} ({exc}); {CIFAR_HOW}") from None
+        if digest.hexdigest() != CIFAR_MD5[name]:
+            raise ConfigError(
+                "dataset.check_integrity",
+                f"{path} fails the release checksum (md5 {digest.hexdigest()}, expected {CIFAR_MD5[name]}); "
+                "re-download it, or pass dataset.check_integrity=false for generated files",
+            )
 
 
 @dataclass
@@ -51,13 +74,17 @@ class CifarConfig:
             root = require_dir(self.root, "dataset.root", CIFAR_HOW)
             if not (root / CIFAR_DIR / self.split).is_file():
                 raise ConfigError("dataset.root", f"{root / CIFAR_DIR / self.split} does not exist; {CIFAR_HOW}")
+            if self.check_integrity:
+                verify_cifar_release(root, self.split)
 
 
 class Cifar100(ClassificationDataset):
     def __init__(self, root: str | Path, split: str = "test", download: bool = False, check_integrity: bool = True):
         root = Path(root).expanduser()
-        if download or check_integrity:
+        if download:
             self._verify_or_download(root, split, download)
+        elif check_integrity:
+            verify_cifar_release(root, split)
         base = root / CIFAR_DIR
         try:
             batch = _read_pickle(base / split)
@@ -72,6 +99,7 @@ class Cifar100(ClassificationDataset):
 
     @staticmethod
     def _verify_or_download(root: Path, split: str, download: bool) -> None:
+        """torchvision downloads the release and verifies it."""
         from torchvision.datasets import CIFAR100
 
         try:
