@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from clipbench.data.projection import PROJECTIONS, depth_to_images
-from clipbench.logging.table import format_table
 from clipbench.models import load_model
+from clipbench.results.table import format_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from falip_rec import interleaved  # noqa: E402  (the benchmarks' interleaved median timer)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from clipbench.data.classification import Cifar100, write_cifar100
 from clipbench.data.templates import CIFAR_TEMPLATES
-from clipbench.logging.table import format_table
 from clipbench.methods.base import MethodConfig
 from clipbench.methods.clip import ClipMethod
 from clipbench.models import load_model, text_cache
+from clipbench.results.table import format_table
 from clipbench.runtime import peak_memory_mb
 from clipbench.tasks.base import RunContext
 from clipbench.tasks.zeroshot import ZeroShotConfig, evaluate

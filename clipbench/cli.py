@@ -24,7 +24,7 @@ CONF_DIR = str(PACKAGE_CONF_DIR)
 
 def _record_failure(exc: BaseException) -> None:
     """A failed multirun job: one row in <sweep dir>/failures.csv; the sweep goes on."""
-    from clipbench.logging.failures import record_failure
+    from clipbench.results.failures import record_failure
 
     hc = HydraConfig.get()
     record_failure(hc.sweep.dir, hc.job.num, " ".join(hc.overrides.task), f"{type(exc).__name__}: {exc}")
@@ -32,7 +32,7 @@ def _record_failure(exc: BaseException) -> None:
 
 def _clear_failure() -> None:
     """A multirun job that succeeded (or was already done) is no longer listed as failed."""
-    from clipbench.logging.failures import clear_failure
+    from clipbench.results.failures import clear_failure
 
     hc = HydraConfig.get()
     clear_failure(hc.sweep.dir, " ".join(hc.overrides.task))

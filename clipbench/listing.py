@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from omegaconf import OmegaConf
 
-from clipbench.logging.table import format_table
 from clipbench.paths import CONF_DIR, experiments_dir
+from clipbench.results.table import format_table
 
 
 def _option_names(group: str) -> dict[str, str]:

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.errors import DataError
-from clipbench.logging.results import append_rows, check_results_csv, read_results
-from clipbench.logging.run_files import write_config, write_metrics, write_predictions
-from clipbench.logging.table import SUMMARY_COLUMNS, format_table, with_intervals
+from clipbench.results.csv_store import append_rows, check_results_csv, read_results
+from clipbench.results.run_files import write_config, write_metrics, write_predictions
+from clipbench.results.table import SUMMARY_COLUMNS, format_table, with_intervals
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ DATA_FILE_KEYS = ("root", "path", "annotations", "candidates", "references", "im
 
 def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str | None, run_dir: Path) -> None:
     """The results CSV first, always (a slow or unreachable W&B can then cost nothing), then W&B if asked."""
-    from clipbench.logging.wandb_logger import log_run
+    from clipbench.results.wandb_logger import log_run
 
     append_rows(v.run.results_csv, rows)
     if "wandb" in v.logger.backends:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from clipbench.errors import DataError
-from clipbench.logging.results import RESULT_COLUMNS, append_rows
 from clipbench.report.build import build_report, compare, load_results
 from clipbench.report.reported import REPORTED_COLUMNS, load_reported
+from clipbench.results.csv_store import RESULT_COLUMNS, append_rows
 
 TAG = "openai"  # the tag as results rows record it; these tests load no weights
 

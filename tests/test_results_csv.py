@@ -4,7 +4,7 @@ import multiprocessing as mp
 import pytest
 
 from clipbench.errors import DataError
-from clipbench.logging.results import RESULT_COLUMNS, append_rows, read_results
+from clipbench.results.csv_store import RESULT_COLUMNS, append_rows, read_results
 
 
 def _row(run_id: str, metric: str, value: float) -> dict:
@@ -60,7 +60,7 @@ def test_rows_must_match_schema(tmp_path):
 
 
 def test_an_older_header_file_is_upgraded_and_keeps_every_row(tmp_path):
-    from clipbench.logging.results import LEGACY_COLUMNS
+    from clipbench.results.csv_store import LEGACY_COLUMNS
 
     path = tmp_path / "old.csv"
     old_rows = [[f"r{i}", "2026", "sha", "h", "", "zeroshot", "cifar100", "test", "a", "", "clip", '{"k": "a,b"}',
@@ -102,7 +102,7 @@ def test_a_record_cut_inside_a_quoted_field_is_quarantined_not_appended_into(tmp
 
 
 def test_damaged_tail_offset_knows_quoted_newlines():
-    from clipbench.logging.results import damaged_tail_offset
+    from clipbench.results.csv_store import damaged_tail_offset
 
     header, multiline = b"a,b\n", b'1,"x\ny"\n'  # a complete record whose quoted field holds a newline
     assert damaged_tail_offset(header + multiline) == len(header + multiline)
@@ -116,7 +116,7 @@ def test_results_csv_that_cannot_take_rows_is_refused_with_one_line(tmp_path):
     import sys
 
     from clipbench.errors import ConfigError
-    from clipbench.logging.results import check_results_csv
+    from clipbench.results.csv_store import check_results_csv
 
     (tmp_path / "a_file").write_text("x")
     foreign = tmp_path / "other.csv"

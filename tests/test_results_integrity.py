@@ -17,7 +17,7 @@ def _cfg(tmp_path, cifar_root, *extra):
 
 @pytest.mark.parametrize("logger", ["both", "wandb"])
 def test_csv_rows_land_before_wandb_is_called(tmp_path, cifar_root, monkeypatch, logger):
-    from clipbench.logging import wandb_logger
+    from clipbench.results import wandb_logger
 
     seen = []
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from clipbench.logging.results import RESULT_COLUMNS, append_rows
 from clipbench.paths import reported_dir
 from clipbench.report.build import build_report, compare, load_results
 from clipbench.report.reported import load_reported
+from clipbench.results.csv_store import RESULT_COLUMNS, append_rows
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_clip"
 CATALOGUE = json.dumps({"catalogue": "clip_benchmark", "name": "x"})

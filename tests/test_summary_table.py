@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from clipbench.logging.results import RESULT_COLUMNS
-from clipbench.logging.table import SUMMARY_COLUMNS, format_table, sweep_summary, with_intervals
+from clipbench.results.csv_store import RESULT_COLUMNS
+from clipbench.results.table import SUMMARY_COLUMNS, format_table, sweep_summary, with_intervals
 
 
 def _rows(run_id, alpha, skipped=0.0, config="falip", **kw):

@@ -11,8 +11,8 @@ from PIL import Image
 
 from clipbench.data.classification import Cifar100
 from clipbench.data.templates import CIFAR_TEMPLATES
-from clipbench.logging.results import RESULT_COLUMNS
 from clipbench.models import load_model
+from clipbench.results.csv_store import RESULT_COLUMNS
 from clipbench.runner import run
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench.errors import ClipbenchError, DataError
-from clipbench.logging.table import method_labels
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
 from clipbench.report.tables import (
@@ -27,6 +26,7 @@ from clipbench.report.tables import (
     to_latex,
     to_markdown,
 )
+from clipbench.results.table import method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
 NOT_HEADLINE = {"skipped"}

@@ -12,10 +12,10 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import cloudpickle
@@ -84,7 +84,7 @@ class ProcessLauncher(Launcher):
         self.hydra_context = hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from clipbench.logging.failures import record_failure
+        from clipbench.results.failures import record_failure
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         setup_globals()

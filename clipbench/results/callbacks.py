@@ -18,14 +18,14 @@ class MultirunSummary(Callback):
         self.start: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from clipbench.logging.failures import now
+        from clipbench.results.failures import now
 
         self.start = now()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from clipbench.logging.failures import failures_path, failures_since
-        from clipbench.logging.results import read_results
-        from clipbench.logging.table import sweep_summary
+        from clipbench.results.csv_store import read_results
+        from clipbench.results.failures import failures_path, failures_since
+        from clipbench.results.table import sweep_summary
 
         path = Path(config.get("results_csv", "results/results.csv"))
         if self.start and path.is_file():
