@@ -37,7 +37,7 @@ differently loaded machine ends at a slightly different model. A batch holds:
 
 The loss is the symmetric CLIP contrastive loss with a learned temperature, where the targets count
 every caption that is true of an image as a positive: an image's facts are its classes, which class is
-leftmost/rightmost/topmost/bottommost and which objects are big or small (``toy_world.size_word``), and
+leftmost/rightmost/topmost/bottommost and which objects are big or small (``clipbench.toy.world.size_word``), and
 a caption is true where the image has every fact it states. With distinct captions this is exactly
 CLIP's loss. The spatial words stay unlearned: like real CLIPs, the toy model reads a scene largely as a
 bag of patches. A logistic-regression probe on its image embeddings (lone objects in 128 px scenes,
@@ -75,12 +75,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipbench.data import toy_world as tw  # noqa: E402
 from clipbench.data.templates import CIFAR_TEMPLATES  # noqa: E402
 from clipbench.methods.visual_prompts import crop_image  # noqa: E402
 from clipbench.metrics.boxes import xywh_to_xyxy  # noqa: E402
 from clipbench.models.checkpoints import compact_rows  # noqa: E402
 from clipbench.models.factory import register_model_configs  # noqa: E402
+from clipbench.toy import world as tw  # noqa: E402
 
 ARCH = "toyclip"
 DEFAULT_OUT = ROOT / "clipbench" / "assets" / "toyclip.safetensors"

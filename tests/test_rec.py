@@ -15,9 +15,9 @@ from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_
 from torchvision import transforms
 
 from clipbench.cli import CONF_DIR
-from clipbench.data.refer import write_refer
 from clipbench.metrics.boxes import box_iou, clip_box, expand_box, union_box, xywh_to_xyxy
 from clipbench.tasks.rec import caption_bank, subtract_bank
+from clipbench.toy.writers.refer import write_refer
 
 
 def test_iou_by_hand():
