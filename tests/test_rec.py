@@ -277,7 +277,7 @@ def test_model_ensemble_sums_the_models_logits(model, refer_data, tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_prefetched_keeps_order(workers):
-    from clipbench.tasks.rec import prefetched
+    from clipbench.data.loading import prefetched
 
     assert list(prefetched(lambda x: x * x, range(10), workers)) == [(i, i * i) for i in range(10)]
     assert list(prefetched(lambda x: x, [], workers)) == []
