@@ -145,7 +145,7 @@ def make_data(folder: Path, n_images: int, n_captions: int, seed: int):
 
 def clipbench_scores(model, images_dir: Path, ids, captions, batch_size: int):
     """clipbench's task=clipscore path on (image, caption) pairs: (CLIP-S per pair, raw cosine per pair)."""
-    from clipbench.data.captions import CaptionSet, JudgedCaption
+    from clipbench.data.clipscore_corpora import CaptionSet, JudgedCaption
     from clipbench.methods.base import MethodConfig
     from clipbench.methods.clip import ClipMethod
     from clipbench.models import text_cache

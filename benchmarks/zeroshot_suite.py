@@ -154,9 +154,9 @@ def main() -> None:
 
     from clip_benchmark.datasets import builder
 
-    from clipbench.data.catalogue import write_generated_suite
     from clipbench.models import load_model
     from clipbench.results.table import format_table
+    from clipbench.toy.writers.catalogue import write_generated_suite
 
     tmp = Path(tempfile.mkdtemp(prefix="suite-bench-"))
     templates = json.loads((Path(builder.__file__).parent / "en_zeroshot_classification_templates.json").read_text())["imagenet1k"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipbench.data.classification import Cifar100, write_cifar100
+from clipbench.data.classification import Cifar100
 from clipbench.data.templates import CIFAR_TEMPLATES
 from clipbench.methods.base import MethodConfig
 from clipbench.methods.clip import ClipMethod
@@ -30,6 +30,7 @@ from clipbench.results.table import format_table
 from clipbench.runtime import peak_memory_mb
 from clipbench.tasks.base import RunContext
 from clipbench.tasks.zeroshot import ZeroShotConfig, evaluate
+from clipbench.toy.writers.classification import write_cifar100
 
 
 def make_dataset(root: Path, n: int, seed: int = 0) -> Cifar100:

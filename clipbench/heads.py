@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 
 from clipbench.errors import ClipbenchError, ConfigError, DataError
-from clipbench.methods.base import Box
 from clipbench.methods.foveal_bias import RESIZE_MODES, PatchGrid, image_transform, region_patch_weights
 from clipbench.methods.visual_prompts import RED, draw_ellipses, falip_line_width, red_circle_falip
+from clipbench.metrics.boxes import Box
 from clipbench.models import load_model
 from clipbench.models.attention import patch_attention
 

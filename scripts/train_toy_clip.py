@@ -1,19 +1,26 @@
 """Train the bundled toy CLIP (``clipbench/assets/toyclip.safetensors``) from scratch on the toy world.
 
 The shipped file came from three sessions (seed 0; about 95 minutes in all on 2 shared CPU cores). The
-first two ran this script as of commit adccf54 (before size pairs, and with hard scenes without twins):
+first two ran an earlier version of this script (before size pairs, and with hard scenes without twins):
 
     python scripts/train_toy_clip.py --steps 1600 --minutes 55 --threads 1
     python scripts/train_toy_clip.py --resume --steps 3000 --lr 1e-3 --minutes 14
 
-The third fine-tuned that file (``git show adccf54:clipbench/assets/toyclip.safetensors > toyclip_v1.safetensors``)
-with this version, adding the big/small pairs:
+The third fine-tuned the file they wrote, saved as ``toyclip_v1.safetensors``, with this version, adding
+the big/small pairs:
 
     python scripts/train_toy_clip.py --init toyclip_v1.safetensors --steps 1800 --lr 1e-3 --warmup 50 \
         --minutes 36 --threads 1 --eval-every 200
 
-Every session's settings are in the file's safetensors metadata. For a quick look:
-``python scripts/train_toy_clip.py --steps 300 --out /tmp/toyclip.safetensors``.
+Only the final file ships (a wheel, a source archive or a shallow clone holds nothing older). In a git
+clone with its history, the earlier script and ``toyclip_v1.safetensors`` are those of commit adccf54
+(``git show adccf54:clipbench/assets/toyclip.safetensors > toyclip_v1.safetensors``). With any install,
+every session's settings can be read from the shipped file's safetensors metadata:
+
+    python -c "import clipbench, pathlib; from safetensors import safe_open; \
+        print(safe_open(str(pathlib.Path(clipbench.__file__).parent / 'assets' / 'toyclip.safetensors'), 'pt').metadata())"
+
+For a quick look at training: ``python scripts/train_toy_clip.py --steps 300 --out /tmp/toyclip.safetensors``.
 
 The model is the open_clip architecture ``toyclip`` (``clipbench/models/configs/toyclip.json``): a ViT
 with 64 px input, 8 px patches (8x8 grid + CLS), 4 blocks of width 128, and a 2-block text transformer
@@ -37,7 +44,7 @@ differently loaded machine ends at a slightly different model. A batch holds:
 
 The loss is the symmetric CLIP contrastive loss with a learned temperature, where the targets count
 every caption that is true of an image as a positive: an image's facts are its classes, which class is
-leftmost/rightmost/topmost/bottommost and which objects are big or small (``toy_world.size_word``), and
+leftmost/rightmost/topmost/bottommost and which objects are big or small (``clipbench.toy.world.size_word``), and
 a caption is true where the image has every fact it states. With distinct captions this is exactly
 CLIP's loss. The spatial words stay unlearned: like real CLIPs, the toy model reads a scene largely as a
 bag of patches. A logistic-regression probe on its image embeddings (lone objects in 128 px scenes,
@@ -75,12 +82,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipbench.data import toy_world as tw  # noqa: E402
 from clipbench.data.templates import CIFAR_TEMPLATES  # noqa: E402
 from clipbench.methods.visual_prompts import crop_image  # noqa: E402
 from clipbench.metrics.boxes import xywh_to_xyxy  # noqa: E402
 from clipbench.models.checkpoints import compact_rows  # noqa: E402
 from clipbench.models.factory import register_model_configs  # noqa: E402
+from clipbench.toy import world as tw  # noqa: E402
 
 ARCH = "toyclip"
 DEFAULT_OUT = ROOT / "clipbench" / "assets" / "toyclip.safetensors"

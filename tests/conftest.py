@@ -32,7 +32,7 @@ def colour_images(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, li
 
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
-    from clipbench.data.classification import write_cifar100
+    from clipbench.toy.writers.classification import write_cifar100
 
     root = tmp_path_factory.mktemp("cifar")
     images, labels, names = colour_images(40)

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipbench.data.captions import (
+from clipbench.data.clipscore_corpora import (
     FLICKR8K_CF,
     FLICKR8K_EXPERT,
     FLICKR8K_TOKENS,
     CaptionPair,
     CompositeConfig,
-    HFCaptionsConfig,
     Pascal50sConfig,
     build_composite,
     build_pascal50s,
@@ -24,18 +23,19 @@ from clipbench.data.captions import (
     read_caption_tokens,
     read_composite_csv,
     read_flickr8k_judgments,
-    read_hf_captions,
-    read_karpathy,
     read_pascal50s,
     read_references_json,
+)
+from clipbench.data.retrieval_galleries import HFCaptionsConfig, read_hf_captions, read_karpathy
+from clipbench.errors import DataError
+from clipbench.toy.writers.clipscore_corpora import (
     write_caption_files,
     write_coco_captions,
     write_composite_csv,
     write_flickr8k,
-    write_karpathy,
     write_pascal50s,
 )
-from clipbench.errors import DataError
+from clipbench.toy.writers.retrieval_galleries import write_karpathy
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 if not REAL.is_dir():
@@ -238,7 +238,7 @@ def test_composite_bad_rating_names_line(tmp_path):
 
 
 def test_coco_captions_json(tmp_path):
-    from clipbench.data.captions import read_coco_captions
+    from clipbench.data.clipscore_corpora import read_coco_captions
 
     path = write_coco_captions(tmp_path / "captions_val2014.json", {"COCO_val2014_000000000042.jpg": ["a", "b"]})
     assert read_coco_captions(path) == {"COCO_val2014_000000000042": ["a", "b"]}

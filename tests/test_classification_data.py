@@ -3,8 +3,9 @@ import pytest
 from conftest import colour_images
 from PIL import Image
 
-from clipbench.data.classification import Cifar100, HFClassification, HFConfig, ImageFolder, write_cifar100
+from clipbench.data.classification import Cifar100, HFClassification, HFConfig, ImageFolder
 from clipbench.errors import ConfigError, DataError
+from clipbench.toy.writers.classification import write_cifar100
 
 
 def test_cifar_fixture_reads_back_identically_and_torchvision_agrees(tmp_path, monkeypatch):

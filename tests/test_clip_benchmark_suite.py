@@ -16,7 +16,7 @@ import torch
 from conftest import TINY_ARCH, base_args, run_cli
 from PIL import Image
 
-from clipbench.data.catalogue import ClipBenchmarkConfig, build_clip_benchmark, hf_repo, write_generated_suite
+from clipbench.data.catalogue import ClipBenchmarkConfig, build_clip_benchmark, hf_repo
 from clipbench.errors import ConfigError
 from clipbench.methods.base import MethodConfig
 from clipbench.methods.clip import ClipMethod
@@ -26,6 +26,7 @@ from clipbench.tasks.retrieval import RetrievalConfig
 from clipbench.tasks.retrieval import evaluate as evaluate_retrieval
 from clipbench.tasks.zeroshot import ZeroShotConfig
 from clipbench.tasks.zeroshot import evaluate as evaluate_zeroshot
+from clipbench.toy.writers.catalogue import write_generated_suite
 
 SUITE = {"cars": 7, "vtab/pcam": 2, "voc2007_multilabel": 5, "flickr30k": 0}
 

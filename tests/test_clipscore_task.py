@@ -12,8 +12,8 @@ from caption_fixtures import FLICKR_NAMES, ReferenceScorer, write_shape_images, 
 from conftest import base_args, run_cli
 from scipy.stats import kendalltau
 
-from clipbench.data.captions import (
-    CaptionPair,
+from clipbench.data.clipscore_corpora import CaptionPair
+from clipbench.toy.writers.clipscore_corpora import (
     write_caption_files,
     write_composite_csv,
     write_flickr8k,

@@ -14,11 +14,9 @@ from clipbench.data.pointclouds import (
     ScanObjectNNConfig,
     farthest_point_sample,
     prepare_cloud,
-    write_modelnet40,
-    write_modelnet40_txt,
-    write_scanobjectnn,
 )
 from clipbench.errors import ConfigError, DataError
+from clipbench.toy.writers.pointclouds import write_modelnet40, write_modelnet40_txt, write_scanobjectnn
 
 CLASSES = ["airplane", "flower_pot", "night_stand"]
 

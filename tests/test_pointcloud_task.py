@@ -17,11 +17,11 @@ from helpers import compose_config, tmp_overrides
 from test_projection import numpy_reference_v1
 
 from clipbench.config import validate
-from clipbench.data.pointclouds import write_modelnet40, write_scanobjectnn
 from clipbench.errors import ConfigError
 from clipbench.models import load_model
 from clipbench.runner import run
 from clipbench.tasks.pointcloud import search_view_weights, view_logits
+from clipbench.toy.writers.pointclouds import write_modelnet40, write_scanobjectnn
 
 CLASSES = ["airplane", "flower_pot", "night_stand"]
 

@@ -15,9 +15,9 @@ from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_
 from torchvision import transforms
 
 from clipbench.cli import CONF_DIR
-from clipbench.data.refer import write_refer
 from clipbench.metrics.boxes import box_iou, clip_box, expand_box, union_box, xywh_to_xyxy
 from clipbench.tasks.rec import caption_bank, subtract_bank
+from clipbench.toy.writers.refer import write_refer
 
 
 def test_iou_by_hand():
@@ -277,7 +277,7 @@ def test_model_ensemble_sums_the_models_logits(model, refer_data, tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_prefetched_keeps_order(workers):
-    from clipbench.tasks.rec import prefetched
+    from clipbench.data.loading import prefetched
 
     assert list(prefetched(lambda x: x * x, range(10), workers)) == [(i, i * i) for i in range(10)]
     assert list(prefetched(lambda x: x, [], workers)) == []

@@ -12,14 +12,9 @@ from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_
 
 from clipbench.config import to_schema
 from clipbench.data import DATASETS
-from clipbench.data.refer import (
-    coco_file_name,
-    load_detections,
-    write_reclip_jsonl,
-    write_refcoco_hf,
-    write_refer,
-)
+from clipbench.data.refer import coco_file_name, load_detections
 from clipbench.errors import ConfigError, DataError
+from clipbench.toy.writers.refer import write_reclip_jsonl, write_refcoco_hf, write_refer
 
 
 def xyxy(box):

@@ -14,13 +14,8 @@ from PIL import Image
 
 from clipbench.config import to_schema
 from clipbench.data import DATASETS
-from clipbench.data.regions import (
-    write_coco_regions,
-    write_cub,
-    write_dogs_list,
-    write_voc_annotation,
-)
 from clipbench.errors import ConfigError, DataError
+from clipbench.toy.writers.regions import write_coco_regions, write_cub, write_dogs_list, write_voc_annotation
 
 NAMES = list(COLOURS)
 

@@ -8,8 +8,8 @@ import torch
 from caption_fixtures import FLICKR_NAMES, ReferenceScorer, write_shape_images, write_tiny_checkpoint
 from conftest import base_args, run_cli
 
-from clipbench.data.captions import write_karpathy
 from clipbench.metrics.retrieval import retrieval_metrics
+from clipbench.toy.writers.retrieval_galleries import write_karpathy
 
 
 def brute_force_recall(image_feats, text_feats, owner, k):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from clipbench.data import toy_world as tw
 from clipbench.errors import ConfigError
+from clipbench.toy import world as tw
 
 CHECKPOINT = ROOT / "clipbench" / "assets" / "toyclip.safetensors"
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 from helpers import load_script
 
-from clipbench.data import toy_world as tw
+from clipbench.toy import world as tw
 
 train = load_script("train_toy_clip")
 MIX = {"single": 3, "scene": 3, "size": 4, "list": 2, "depth": 2}

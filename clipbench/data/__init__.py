@@ -1,4 +1,4 @@
-"""Datasets: loaders for each dataset's real on-disk release, plus writers of the same format for fixtures."""
+"""Datasets: loaders for each dataset's real on-disk release (``clipbench.toy.writers`` writes the same formats)."""
 
 from clipbench.data.base import DATASETS, DatasetSpec
 

@@ -20,13 +20,16 @@ import numpy as np
 from PIL import Image
 
 from clipbench.data.base import IMAGE_ERRORS, register_dataset
-from clipbench.data.captions import RetrievalSet
 from clipbench.data.classification import ClassificationDataset
+from clipbench.data.retrieval_galleries import RetrievalSet
 from clipbench.errors import ConfigError, DataError
 
 CATALOGUE = "clip_benchmark"
 RETRIEVAL_NAMES = ("mscoco_captions", "flickr30k", "flickr8k")
 WDS_IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")  # clip_benchmark's to_tuple order
+WDS_NSHARDS = "nshards.txt"  # in <split>/, beside the shards 0.tar .. <n-1>.tar
+WDS_SHARD = "{index}.tar"
+WDS_TYPE = "dataset_type.txt"  # "retrieval" or "multilabel"; absent for single-label classification
 
 # How to get the datasets clip_benchmark cannot download through torchvision.
 MANUAL = {
@@ -81,7 +84,7 @@ def catalogue_prefixes() -> tuple[str, ...]:
 
 def is_retrieval(name: str, root: Path | None = None) -> bool:
     if name.startswith("wds/"):
-        kind = root / "dataset_type.txt" if root is not None else None
+        kind = root / WDS_TYPE if root is not None else None
         return kind is not None and kind.is_file() and kind.read_text().strip().lower() == "retrieval"
     from clip_benchmark.datasets.builder import get_dataset_default_task
 
@@ -118,8 +121,8 @@ class ClipBenchmarkConfig:
             raise ConfigError("dataset.name", f"{self.name!r} is not in clip_benchmark's catalogue (e.g. {close or 'imagenet1k, cars, wds/vtab/svhn'})")
         root = self.resolved_root()
         if self.name.startswith("wds/"):
-            if not (root / self.split / "nshards.txt").is_file():
-                raise ConfigError("dataset.root", f"{root / self.split / 'nshards.txt'} does not exist; {how_to_get(self.name)}")
+            if not (root / self.split / WDS_NSHARDS).is_file():
+                raise ConfigError("dataset.root", f"{root / self.split / WDS_NSHARDS} does not exist; {how_to_get(self.name)}")
         elif not self.download and not root.exists():
             raise ConfigError("dataset.root", f"{root} does not exist; {how_to_get(self.name)}")
         if self.classnames is not None and not isinstance(self.classnames, (list, tuple, str)):
@@ -181,14 +184,14 @@ class WdsShards:
     def __init__(self, root: Path, split: str):
         folder = root / split
         try:
-            nshards = int((folder / "nshards.txt").read_text().strip())
+            nshards = int((folder / WDS_NSHARDS).read_text().strip())
         except (OSError, ValueError) as exc:
-            raise DataError(f"{folder / 'nshards.txt'}: {exc}") from None
+            raise DataError(f"{folder / WDS_NSHARDS}: {exc}") from None
         self.samples: list[dict[str, tuple[str, int, int]]] = []
         for s in range(nshards):
-            shard = folder / f"{s}.tar"
+            shard = folder / WDS_SHARD.format(index=s)
             if not shard.is_file():
-                raise DataError(f"{shard} does not exist ({folder / 'nshards.txt'} says {nshards} shards)")
+                raise DataError(f"{shard} does not exist ({folder / WDS_NSHARDS} says {nshards} shards)")
             current_key, current = None, {}
             with tarfile.open(shard) as tar:
                 for member in tar:
@@ -333,82 +336,7 @@ def build_clip_benchmark(cfg: ClipBenchmarkConfig):
     ds = _build_cb(cfg, root, "zeroshot_classification")
     classnames = _override_classnames(cfg, ds.classes)
     if cfg.name.startswith("wds/"):
-        kind = root / "dataset_type.txt"
+        kind = root / WDS_TYPE
         multilabel = kind.is_file() and kind.read_text().strip().lower() == "multilabel"
         return WdsClassification(cfg.name, WdsShards(root, cfg.split), classnames, ds.templates, multilabel)
     return CatalogueClassification(cfg.name, ds, classnames, ds.templates, multilabel=cfg.name == "voc2007_multilabel")
-
-
-def write_wds(
-    root: str | Path, split: str, samples, classnames=None, templates=None, dataset_type: str | None = None,
-    shard_size: int = 64, image_format: str = "png",
-) -> Path:
-    """Shards in clip_benchmark's published layout. ``samples``: (PIL image, label) where label is an int
-    (cls), a 0/1 vector (npy, multilabel) or a list of captions (txt, retrieval)."""
-    root = Path(root)
-    folder = root / split
-    folder.mkdir(parents=True, exist_ok=True)
-    samples = list(samples)
-    nshards = max(1, -(-len(samples) // shard_size))
-    for s in range(nshards):
-        with tarfile.open(folder / f"{s}.tar", "w") as tar:
-            for i in range(s * shard_size, min((s + 1) * shard_size, len(samples))):
-                image, label = samples[i]
-                buf = io.BytesIO()
-                image.save(buf, format=image_format.upper().replace("JPG", "JPEG"))
-                members = {image_format: buf.getvalue()}
-                if isinstance(label, (int, np.integer)):
-                    members["cls"] = str(int(label)).encode()
-                elif isinstance(label, (list, tuple)) and label and isinstance(label[0], str):
-                    members["txt"] = "\n".join(label).encode()
-                else:
-                    npy = io.BytesIO()
-                    np.save(npy, np.asarray(label))
-                    members["npy"] = npy.getvalue()
-                for ext, data in members.items():
-                    info = tarfile.TarInfo(f"s{i:07d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    (folder / "nshards.txt").write_text(str(nshards))
-    if classnames is not None:
-        (root / "classnames.txt").write_text("\n".join(classnames) + "\n")
-    if templates is not None:
-        (root / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
-    if dataset_type is not None:
-        (root / "dataset_type.txt").write_text(dataset_type + "\n")
-    return root
-
-
-def write_generated_suite(
-    root: str | Path, datasets: dict[str, int], n: int = 24, size: int = 32, seed: int = 0, split: str = "test",
-    templates: list[str] | None = None, image_format: str = "png", shard_size: int | None = None,
-) -> Path:
-    """A small suite in clip_benchmark's wds layout under ``root/wds_<name>``: ``datasets`` maps a name to
-    its number of classes (0: a retrieval set with two captions per image; a name ending in
-    ``_multilabel``: 0/1 label vectors). Images are noisy flat colours, one colour per class."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    for name, num_classes in datasets.items():
-        k = max(num_classes, 1)
-        palette = rng.integers(0, 256, (max(k, n), 3))
-        labels = rng.integers(0, k, n)
-        images = [
-            Image.fromarray(np.clip(palette[c] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8))
-            for c in (labels if num_classes else range(n))
-        ]
-        folder = root / f"wds_{name.replace('/', '-')}"
-        if num_classes == 0:
-            samples = [(im, [f"a picture number {i}", f"colour {palette[i].tolist()}"]) for i, im in enumerate(images)]
-            write_wds(folder, split, samples, dataset_type="retrieval", shard_size=shard_size or max(1, n // 2), image_format=image_format)
-            continue
-        names = [f"{name.split('/')[-1]} class {c}" for c in range(k)]
-        prompts = templates or ["a photo of a {c}.", "a blurry photo of the {c}.", "itap of a {c}."]
-        per_shard = shard_size or max(1, n // 2)
-        if name.endswith("_multilabel"):
-            vectors = (rng.random((n, k)) < 0.3).astype(np.int64)
-            vectors[np.arange(n), labels] = 1
-            samples = list(zip(images, vectors))
-            write_wds(folder, split, samples, names, prompts, "multilabel", per_shard, image_format)
-        else:
-            write_wds(folder, split, list(zip(images, labels.tolist())), names, prompts, None, per_shard, image_format)
-    return root

@@ -33,16 +33,17 @@ class ClassificationDataset:
 
 # ---------------------------------------------------------------- CIFAR-100
 
-CIFAR_DIR = "cifar-100-python"
+CIFAR_DIR = "cifar-100-python"  # holds one file per split (train, test) and the class names (meta)
+CIFAR_META = "meta"
 CIFAR_HOW = "pass dataset.download=true (needs network) or point dataset.root at a folder holding cifar-100-python/"
 # the release's checksums, the ones torchvision's CIFAR100 verifies
 CIFAR_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-             "meta": "7973b15100ade9c7d40fb424638fde48"}
+             CIFAR_META: "7973b15100ade9c7d40fb424638fde48"}
 
 
 def verify_cifar_release(root: str | Path, split: str) -> None:
     """The split's and the meta file's md5 against the release (hashlib: no torch import needed)."""
-    for name in (split, "meta"):
+    for name in (split, CIFAR_META):
         path = Path(root).expanduser() / CIFAR_DIR / name
         digest = hashlib.md5()
         try:
@@ -88,7 +89,7 @@ class Cifar100(ClassificationDataset):
         base = root / CIFAR_DIR
         try:
             batch = _read_pickle(base / split)
-            meta = _read_pickle(base / "meta")
+            meta = _read_pickle(base / CIFAR_META)
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             self.labels = [int(x) for x in batch["fine_labels"]]
             names = meta["fine_label_names"]
@@ -137,36 +138,6 @@ def _read_pickle(path: Path) -> dict:
         raise DataError(f"{path} does not exist; {CIFAR_HOW}")
     with open(path, "rb") as f:
         return _PlainUnpickler(f, encoding="latin1").load()
-
-
-def write_cifar100(
-    root: str | Path,
-    split: str,
-    images: np.ndarray,
-    labels: Sequence[int],
-    classnames: Sequence[str],
-    coarse_labels: Sequence[int] | None = None,
-) -> Path:
-    """Write ``cifar-100-python/{split,meta}`` exactly as the release lays them out (HWC uint8 in)."""
-    images = np.asarray(images, dtype=np.uint8)
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise ConfigError("images", f"cifar100 images must be (N, 32, 32, 3) uint8, got {images.shape}")
-    base = Path(root) / CIFAR_DIR
-    base.mkdir(parents=True, exist_ok=True)
-    coarse = list(coarse_labels) if coarse_labels is not None else [0] * len(labels)
-    batch = {
-        "filenames": [f"{i:06d}.png" for i in range(len(labels))],
-        "batch_label": f"{split} batch",
-        "fine_labels": [int(x) for x in labels],
-        "coarse_labels": coarse,
-        "data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
-    }
-    with open(base / split, "wb") as f:
-        pickle.dump(batch, f, protocol=2)
-    meta = {"fine_label_names": [c.replace(" ", "_") for c in classnames], "coarse_label_names": ["all"]}
-    with open(base / "meta", "wb") as f:
-        pickle.dump(meta, f, protocol=2)
-    return base
 
 
 @register_dataset("cifar100", CifarConfig, tasks={"zeroshot"})

@@ -1,8 +1,13 @@
-"""Batched, worker-parallel image loading that counts unreadable samples instead of failing."""
+"""Batched, worker-parallel image loading that counts unreadable samples instead of failing, and
+thread-prefetched loading for tasks that walk their own items (REC images, region samples)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -81,3 +86,19 @@ def pil_batches(source, batch_size: int, num_workers: int, limit: int | None = N
     that need the original image (regions, prompts drawn on it)."""
     n = len(source) if limit is None else min(limit, len(source))
     return DataLoader(_Raw(source, n), batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_raw_collate)
+
+
+def prefetched(load: Callable, items: Iterable, workers: int) -> Iterator[tuple[Any, Any]]:
+    """(item, load(item)) in order; with workers > 0 up to 2 x workers loads run ahead on threads."""
+    if workers <= 0:
+        for item in items:
+            yield item, load(item)
+        return
+    source = iter(items)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque((item, pool.submit(load, item)) for item in islice(source, 2 * workers))
+        while pending:
+            item, future = pending.popleft()
+            for following in islice(source, 1):
+                pending.append((following, pool.submit(load, following)))
+            yield item, future.result()

@@ -1,4 +1,4 @@
-"""Point-cloud classification datasets in their release layouts, with writers for each format.
+"""Point-cloud classification datasets in their release layouts.
 
 * ``modelnet40``: ``modelnet40_ply_hdf5_2048/`` (shape_names.txt, train_files.txt, test_files.txt,
   ply_data_*.h5 holding ``data`` (N, 2048, 3) float32 and ``label`` (N, 1)).
@@ -146,24 +146,15 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a point-cloud h5 with 'data' and 'label' ({exc})") from None
 
 
-def _write_h5(path: Path, clouds: np.ndarray, labels: np.ndarray, **extra: np.ndarray) -> None:
-    import h5py
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=np.asarray(clouds, dtype=np.float32))
-        f.create_dataset("label", data=labels)
-        for key, value in extra.items():
-            f.create_dataset(key, data=value)
-
-
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------- ModelNet40 (h5)
 
 MODELNET_H5_DIR = "modelnet40_ply_hdf5_2048"
+MODELNET_H5_CLASSES = "shape_names.txt"
+MODELNET_H5_LIST = "{split}_files.txt"  # names the split's h5 files
 MODELNET_H5_HOW = (
     "download modelnet40_ply_hdf5_2048.zip (PointNet release) and point dataset.root at the folder holding "
     f"{MODELNET_H5_DIR}/"
@@ -176,7 +167,7 @@ class ModelNet40Config(PointCloudConfig):
 
     def validate(self) -> None:
         super().validate()
-        require_release(self.root, MODELNET_H5_DIR, ["shape_names.txt", f"{self.split}_files.txt"], MODELNET_H5_HOW)
+        require_release(self.root, MODELNET_H5_DIR, [MODELNET_H5_CLASSES, MODELNET_H5_LIST.format(split=self.split)], MODELNET_H5_HOW)
 
 
 def resolve_listed(entry: str, root: Path, list_file: Path) -> Path:
@@ -196,9 +187,9 @@ def resolve_listed(entry: str, root: Path, list_file: Path) -> Path:
 def load_modelnet40(cfg: ModelNet40Config) -> ArrayPointClouds:
     root = Path(str(cfg.root)).expanduser()
     folder = release_folder(root, MODELNET_H5_DIR)
-    classnames = _read_lines(folder / "shape_names.txt")
-    list_file = folder / f"{cfg.split}_files.txt"
-    files = [resolve_listed(entry, root, list_file) for entry in _read_lines(list_file)]
+    classnames = read_lines(folder / MODELNET_H5_CLASSES)
+    list_file = folder / MODELNET_H5_LIST.format(split=cfg.split)
+    files = [resolve_listed(entry, root, list_file) for entry in read_lines(list_file)]
     if not files:
         raise DataError(f"{list_file} lists no h5 files")
     parts = [_read_h5(path) for path in files]
@@ -207,31 +198,11 @@ def load_modelnet40(cfg: ModelNet40Config) -> ArrayPointClouds:
     return ArrayPointClouds(cfg, data, labels, classnames)
 
 
-def write_modelnet40(
-    root: str | Path,
-    split: str,
-    clouds: np.ndarray,
-    labels: Sequence[int],
-    classnames: Sequence[str],
-    files: int = 1,
-) -> Path:
-    """Write ``modelnet40_ply_hdf5_2048/`` as the release does: list files name ``data/...`` paths."""
-    folder = Path(root) / MODELNET_H5_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shape_names.txt").write_text("".join(f"{c}\n" for c in classnames))
-    clouds, labels = np.asarray(clouds), np.asarray(labels)
-    entries = []
-    for i, chunk in enumerate(np.array_split(np.arange(len(labels)), files)):
-        name = f"ply_data_{split}{i}.h5"
-        _write_h5(folder / name, clouds[chunk], labels[chunk].astype(np.uint8).reshape(-1, 1))
-        entries.append(f"data/{MODELNET_H5_DIR}/{name}")
-    (folder / f"{split}_files.txt").write_text("".join(f"{e}\n" for e in entries))
-    return folder
-
-
 # ---------------------------------------------------------------- ModelNet40 (normal_resampled txt)
 
 MODELNET_TXT_DIR = "modelnet40_normal_resampled"
+MODELNET_TXT_CLASSES = "modelnet40_shape_names.txt"
+MODELNET_TXT_LIST = "modelnet40_{split}.txt"  # the split's shape ids, <class>_<NNNN>
 MODELNET_TXT_HOW = (
     "download modelnet40_normal_resampled.zip (PointNet++ release) and point dataset.root at the folder holding "
     f"{MODELNET_TXT_DIR}/"
@@ -244,7 +215,7 @@ class ModelNet40TxtConfig(PointCloudConfig):
 
     def validate(self) -> None:
         super().validate()
-        require_release(self.root, MODELNET_TXT_DIR, ["modelnet40_shape_names.txt", f"modelnet40_{self.split}.txt"],
+        require_release(self.root, MODELNET_TXT_DIR, [MODELNET_TXT_CLASSES, MODELNET_TXT_LIST.format(split=self.split)],
                         MODELNET_TXT_HOW)
 
 
@@ -254,14 +225,14 @@ class ModelNet40Txt(PointCloudDataset):
     def __init__(self, cfg: ModelNet40TxtConfig):
         super().__init__(cfg)
         self.folder = release_folder(str(cfg.root), MODELNET_TXT_DIR)
-        self.classnames = _read_lines(self.folder / "modelnet40_shape_names.txt")
+        self.classnames = read_lines(self.folder / MODELNET_TXT_CLASSES)
         index = {name: i for i, name in enumerate(self.classnames)}
-        self.ids = _read_lines(self.folder / f"modelnet40_{cfg.split}.txt")
+        self.ids = read_lines(self.folder / MODELNET_TXT_LIST.format(split=cfg.split))
         self.labels = []
         for shape_id in self.ids:
             cls = shape_id.rsplit("_", 1)[0]
             if cls not in index:
-                raise DataError(f"modelnet40_{cfg.split}.txt: {shape_id} has no class {cls!r} in modelnet40_shape_names.txt")
+                raise DataError(f"{MODELNET_TXT_LIST.format(split=cfg.split)}: {shape_id} has no class {cls!r} in {MODELNET_TXT_CLASSES}")
             self.labels.append(index[cls])
 
     def __len__(self) -> int:
@@ -281,37 +252,6 @@ class ModelNet40Txt(PointCloudDataset):
 
     def label(self, index: int) -> int:
         return self.labels[index]
-
-
-def write_modelnet40_txt(
-    root: str | Path,
-    split: str,
-    clouds: Sequence[np.ndarray],
-    labels: Sequence[int],
-    classnames: Sequence[str],
-    normals: Sequence[np.ndarray] | None = None,
-) -> Path:
-    """Write ``modelnet40_normal_resampled/`` like the release: x,y,z,nx,ny,nz rows, ids ``<class>_<NNNN>``."""
-    folder = Path(root) / MODELNET_TXT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "modelnet40_shape_names.txt").write_text("".join(f"{c}\n" for c in classnames))
-    list_path = folder / f"modelnet40_{split}.txt"
-    ids = _read_lines(list_path) if list_path.is_file() else []
-    counters: dict[str, int] = {}
-    for existing in ids:
-        cls, num = existing.rsplit("_", 1)
-        counters[cls] = max(counters.get(cls, 0), int(num))
-    for i, (cloud, label) in enumerate(zip(clouds, labels)):
-        cls = classnames[int(label)]
-        counters[cls] = counters.get(cls, 0) + 1
-        shape_id = f"{cls}_{counters[cls]:04d}"
-        xyz = np.asarray(cloud, dtype=np.float32)
-        nrm = np.asarray(normals[i], dtype=np.float32) if normals is not None else np.zeros_like(xyz)
-        (folder / cls).mkdir(exist_ok=True)
-        np.savetxt(folder / cls / f"{shape_id}.txt", np.concatenate([xyz, nrm], axis=1), fmt="%.6f", delimiter=",")
-        ids.append(shape_id)
-    list_path.write_text("".join(f"{i}\n" for i in ids))
-    return folder
 
 
 # ---------------------------------------------------------------- ScanObjectNN (h5)
@@ -354,14 +294,6 @@ class ScanObjectNNConfig(PointCloudConfig):
 def load_scanobjectnn(cfg: ScanObjectNNConfig) -> ArrayPointClouds:
     data, labels = _read_h5(scanobjectnn_file(Path(str(cfg.root)).expanduser(), cfg.variant, cfg.split))
     return ArrayPointClouds(cfg, data, labels, SCANOBJECTNN_CLASSES)
-
-
-def write_scanobjectnn(root: str | Path, variant: str, split: str, clouds: np.ndarray, labels: Sequence[int]) -> Path:
-    """Write one ScanObjectNN h5 (``data``, ``label``, ``mask``) where the release keeps it."""
-    path = scanobjectnn_file(Path(root), variant, split)
-    clouds = np.asarray(clouds, dtype=np.float32)
-    _write_h5(path, clouds, np.asarray(labels, dtype=np.int64), mask=np.zeros(clouds.shape[:2], dtype=np.int64))
-    return path
 
 
 # ---------------------------------------------------------------- registry

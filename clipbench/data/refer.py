@@ -142,6 +142,8 @@ REFER_HOW = (
     "(or at its parent with one folder per dataset)"
 )
 IMAGES_HOW = "point dataset.images at the COCO train2014 image folder (cocodataset.org)"
+REFS_FILE = "refs({split_by}).p"  # a Python-2 pickle of the refs list
+INSTANCES_FILE = "instances.json"  # COCO-style images and annotations
 
 
 @dataclass
@@ -164,8 +166,8 @@ class ReferConfig:
         if self.sentence_field not in ("raw", "sent"):
             raise ConfigError("dataset.sentence_field", f"{self.sentence_field!r} is not allowed; use raw or sent")
         folder = refer_dir(self)
-        if not (folder / "instances.json").is_file():
-            raise ConfigError("dataset.root", f"{folder / 'instances.json'} does not exist; {REFER_HOW}")
+        if not (folder / INSTANCES_FILE).is_file():
+            raise ConfigError("dataset.root", f"{folder / INSTANCES_FILE} does not exist; {REFER_HOW}")
         require_dir(self.images, "dataset.images", IMAGES_HOW)
         if self.detections:
             require_file(self.detections, "dataset.detections", "give a dets_dict JSON (MAttNet detections, as ReCLIP ships them)")
@@ -174,7 +176,7 @@ class ReferConfig:
 def refer_dir(cfg: ReferConfig) -> Path:
     """The folder holding refs(<split_by>).p: ``root`` itself or ``root/<dataset>``."""
     root = require_dir(cfg.root, "dataset.root", REFER_HOW)
-    refs_name = f"refs({cfg.split_by or SPLIT_BY[cfg.name]}).p"
+    refs_name = REFS_FILE.format(split_by=cfg.split_by or SPLIT_BY[cfg.name])
     for folder in (root, root / cfg.name):
         if (folder / refs_name).is_file():
             return folder
@@ -235,8 +237,8 @@ def coco_file_name(ref_file_name: str) -> str:
 
 def load_refer(cfg: ReferConfig) -> RecDataset:
     folder = refer_dir(cfg)
-    refs_path = folder / f"refs({cfg.split_by or SPLIT_BY[cfg.name]}).p"
-    instances_path = folder / "instances.json"
+    refs_path = folder / REFS_FILE.format(split_by=cfg.split_by or SPLIT_BY[cfg.name])
+    instances_path = folder / INSTANCES_FILE
     refs = read_refs(refs_path)
     anns_by_image, image_records = _instances(instances_path)
     ann_box = {a["id"]: parse_xywh(a.get("bbox")) for anns in anns_by_image.values() for a in anns}
@@ -265,18 +267,6 @@ def load_refer(cfg: ReferConfig) -> RecDataset:
     }
     proposals, gold = _with_detections(proposals, cfg.detections)
     return assemble(selected, proposals, paths, cfg.split, gold)
-
-
-def write_refer(folder: str | Path, refs: Sequence[dict], images: Sequence[dict], annotations: Sequence[dict],
-                categories: Sequence[dict] = (), split_by: str = "unc") -> Path:
-    """Write ``refs(<split_by>).p`` (pickle protocol 2, as the Python-2 release) and ``instances.json``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"refs({split_by}).p", "wb") as f:
-        pickle.dump(list(refs), f, protocol=2)
-    instances = {"images": list(images), "annotations": list(annotations), "categories": list(categories)}
-    (folder / "instances.json").write_text(json.dumps(instances))
-    return folder
 
 
 def build_refer(cfg: ReferConfig) -> RecDataset:
@@ -365,16 +355,6 @@ def load_refer_hf(cfg: HFReferConfig) -> RecDataset:
     return assemble(refs, gold_props, paths, cfg.split, gold)
 
 
-def write_refcoco_hf(path: str | Path, rows_by_split: dict[str, Sequence[dict]]) -> Path:
-    """Save jxu124/refcoco-style rows (ref_id, ann_id, image_id, bbox [x,y,w,h], sentences, image_path, ...)
-    as a ``save_to_disk`` DatasetDict with the hub's split names."""
-    import datasets
-
-    dd = datasets.DatasetDict({HF_SPLITS.get(s, s): datasets.Dataset.from_list(list(rows)) for s, rows in rows_by_split.items()})
-    dd.save_to_disk(str(path))
-    return Path(path)
-
-
 @register_dataset("refcoco_hf", HFReferConfig, tasks={"rec"})
 def build_refer_hf(cfg: HFReferConfig) -> RecDataset:
     return load_refer_hf(cfg)
@@ -427,14 +407,6 @@ def load_reclip_jsonl(cfg: ReclipJsonlConfig) -> RecDataset:
     gold_props = {i: [Proposal(box, aid) for aid, box in found.items()] for i, found in proposals.items()}
     gold_props, gold = _with_detections(gold_props, cfg.detections)
     return assemble(refs, gold_props, paths, cfg.split, gold)
-
-
-def write_reclip_jsonl(path: str | Path, rows: Sequence[dict]) -> Path:
-    """One JSON object per line: {file_name, image_id, ann_id, anns: [{id, bbox}], sentences: [{raw}]}."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @register_dataset("reclip_jsonl", ReclipJsonlConfig, tasks={"rec"})

@@ -1,7 +1,7 @@
 """Region classification data: images with the boxes of the object to classify and one class label.
 
-Loaders for a generic COCO-style JSON, CUB-200-2011 and Stanford Dogs, each next to a writer of the
-same on-disk format. Boxes are (x0, y0, x1, y1) pixels; all of a sample's boxes form one region.
+Loaders for a generic COCO-style JSON, CUB-200-2011 and Stanford Dogs, each in its on-disk release format.
+Boxes are (x0, y0, x1, y1) pixels; all of a sample's boxes form one region.
 """
 
 from __future__ import annotations
@@ -94,13 +94,6 @@ def load_coco_regions(annotations: str | Path, images: str | Path, allow_outside
     return RegionDataset(samples, [str(c["name"]).replace("_", " ") for c in categories])
 
 
-def write_coco_regions(path: str | Path, images: Sequence[dict], annotations: Sequence[dict], categories: Sequence[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": list(images), "annotations": list(annotations), "categories": list(categories)}))
-    return path
-
-
 @register_dataset("coco_regions", CocoRegionsConfig, tasks={"region_cls"})
 def build_coco_regions(cfg: CocoRegionsConfig) -> RegionDataset:
     return load_coco_regions(cfg.annotations, cfg.images, cfg.allow_outside_images)
@@ -109,6 +102,7 @@ def build_coco_regions(cfg: CocoRegionsConfig) -> RegionDataset:
 # ---------------------------------------------------------------- CUB-200-2011
 
 CUB_HOW = "download CUB_200_2011.tgz (data.caltech.edu/records/65de6-vp158) and point dataset.root at the extracted folder"
+CUB_DIR = "CUB_200_2011"
 CUB_FILES = ("images.txt", "bounding_boxes.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt")
 
 
@@ -125,10 +119,10 @@ class CubConfig:
 
 def cub_dir(root: str | Path | None) -> Path:
     base = require_dir(root, "dataset.root", CUB_HOW)
-    for folder in (base, base / "CUB_200_2011"):
+    for folder in (base, base / CUB_DIR):
         if all((folder / f).is_file() for f in CUB_FILES):
             return folder
-    raise ConfigError("dataset.root", f"no {', '.join(CUB_FILES)} in {base} or {base / 'CUB_200_2011'}; {CUB_HOW}")
+    raise ConfigError("dataset.root", f"no {', '.join(CUB_FILES)} in {base} or {base / CUB_DIR}; {CUB_HOW}")
 
 
 def _table(path: Path) -> dict[str, list[str]]:
@@ -164,19 +158,6 @@ def load_cub(root: str | Path, split: str = "test") -> RegionDataset:
     except (KeyError, IndexError, ValueError) as exc:
         raise DataError(f"{base}: inconsistent CUB-200-2011 files ({type(exc).__name__}: {exc})") from None
     return RegionDataset(samples, classnames)
-
-
-def write_cub(root: str | Path, items: Sequence[tuple[str, Sequence[float], int, bool]], class_folders: Sequence[str]) -> Path:
-    """Write CUB_200_2011's text files; ``items`` are (relative image path, [x, y, w, h], class index, is_train)."""
-    base = Path(root) / "CUB_200_2011"
-    base.mkdir(parents=True, exist_ok=True)
-    rows = list(enumerate(items, start=1))
-    (base / "images.txt").write_text("".join(f"{i} {p}\n" for i, (p, _, _, _) in rows))
-    (base / "bounding_boxes.txt").write_text("".join(f"{i} {' '.join(f'{float(v):.1f}' for v in b)}\n" for i, (_, b, _, _) in rows))
-    (base / "image_class_labels.txt").write_text("".join(f"{i} {c + 1}\n" for i, (_, _, c, _) in rows))
-    (base / "train_test_split.txt").write_text("".join(f"{i} {int(t)}\n" for i, (_, _, _, t) in rows))
-    (base / "classes.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(class_folders, start=1)))
-    return base
 
 
 @register_dataset("cub", CubConfig, tasks={"region_cls"})
@@ -254,38 +235,6 @@ def load_stanford_dogs(root: str | Path, split: str = "test") -> RegionDataset:
         annotation = root / "Annotation" / Path(rel).with_suffix("")
         samples.append(RegionSample(root / "Images" / rel, read_voc_boxes(annotation), index_of[folder], rel))
     return RegionDataset(samples, [dogs_classname(f) for f in folders])
-
-
-def write_voc_annotation(path: Path, filename: str, size: tuple[int, int], objects: Sequence[tuple[str, Box]]) -> None:
-    """A Stanford Dogs / VOC XML (no file suffix, as the release names them)."""
-    w, h = size
-    objs = "".join(
-        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
-        f"<bndbox><xmin>{int(b[0])}</xmin><ymin>{int(b[1])}</ymin><xmax>{int(b[2])}</xmax><ymax>{int(b[3])}</ymax></bndbox></object>"
-        for name, b in objects
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"<annotation><folder>{path.parent.name}</folder><filename>{filename}</filename><source><database>ImageNet database"
-        f"</database></source><size><width>{w}</width><height>{h}</height><depth>3</depth></size><segment>0</segment>{objs}</annotation>"
-    )
-
-
-def write_dogs_list(path: Path, rels: Sequence[str], labels: Sequence[int]) -> None:
-    """A list as the release's .mat (file_list, annotation_list, labels 1-based) or a plain .txt."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".txt":
-        path.write_text("".join(f"{r}\n" for r in rels))
-        return
-    import numpy as np
-    import scipy.io
-
-    files = np.empty((len(rels), 1), dtype=object)
-    anns = np.empty((len(rels), 1), dtype=object)
-    for i, rel in enumerate(rels):
-        files[i, 0] = np.array([rel])
-        anns[i, 0] = np.array([str(Path(rel).with_suffix(""))])
-    scipy.io.savemat(str(path), {"file_list": files, "annotation_list": anns, "labels": np.array(labels, dtype=float)[:, None] + 1})
 
 
 @register_dataset("stanford_dogs", DogsConfig, tasks={"region_cls"})

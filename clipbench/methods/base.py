@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from clipbench.errors import ConfigError
+from clipbench.metrics.boxes import Box
 from clipbench.registry import Registry
 
-Box = tuple[float, float, float, float]
 Region = Sequence[Box]
 
 

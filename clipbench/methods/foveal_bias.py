@@ -25,7 +25,7 @@ from PIL import Image
 from torchvision import transforms
 
 from clipbench.errors import ConfigError
-from clipbench.methods.base import Box
+from clipbench.metrics.boxes import Box
 
 SHAPES = ("gaussian", "uniform", "ellipse")
 RESIZE_MODES = ("square", "center_crop")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from clipbench.data.captions import PASCAL_CATEGORIES, CaptionSet, is_caption
+from clipbench.data.captions import is_caption
+from clipbench.data.clipscore_corpora import PASCAL_CATEGORIES, CaptionSet
 from clipbench.errors import ConfigError
 from clipbench.metrics.clipscore import (
     CLIP_S_WEIGHT,

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass
-from itertools import islice
-from typing import Any
 
 import torch
 
+from clipbench.data.loading import prefetched
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import box_iou, clip_box, is_malformed
 from clipbench.metrics.uncertainty import Outcome
@@ -61,22 +58,6 @@ def caption_bank(expressions: list[str], size: int, seed: int) -> list[str]:
     """``size`` expressions drawn without replacement (all of them when the split is smaller), seeded."""
     picked = random.Random(seed).sample(range(len(expressions)), min(size, len(expressions)))
     return [expressions[i] for i in picked]
-
-
-def prefetched(load: Callable, items: Iterable, workers: int) -> Iterator[tuple[Any, Any]]:
-    """(item, load(item)) in order; with workers > 0 up to 2 x workers loads run ahead on threads."""
-    if workers <= 0:
-        for item in items:
-            yield item, load(item)
-        return
-    source = iter(items)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque((item, pool.submit(load, item)) for item in islice(source, 2 * workers))
-        while pending:
-            item, future = pending.popleft()
-            for following in islice(source, 1):
-                pending.append((following, pool.submit(load, following)))
-            yield item, future.result()
 
 
 def _limited(dataset, limit: int | None):

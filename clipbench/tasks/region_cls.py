@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
@@ -21,7 +22,6 @@ from clipbench.metrics.classification import classification_outcomes, mean_per_c
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
-from clipbench.tasks.rec import prefetched
 
 
 @dataclass

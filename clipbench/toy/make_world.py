@@ -2,9 +2,10 @@
 
     clipbench-toy-world [--out data/toy] [--seed 0] [--scale 1.0] [--force] [--quiet]
 
-Every part goes through the same ``write_*`` function the tests use for that format, and is read back by
-the real loaders (dataset.root=data/toy/...; with another --out, CLIPBENCH_TOY_ROOT=DIR points +toy=... at it).
-Re-running with the same settings does nothing. ``python scripts/make_toy_world.py`` in a checkout is the same.
+Every part goes through the same ``write_*`` function the tests use for that format (``clipbench.toy.writers``),
+and is read back by the real loaders (dataset.root=data/toy/...; with another --out, CLIPBENCH_TOY_ROOT=DIR
+points +toy=... at it). Re-running with the same settings does nothing. ``python scripts/make_toy_world.py``
+in a checkout is the same.
 
 Layout under --out:
   cifar/cifar-100-python/{train,test,meta}      colour x shape classes ("red circle", ...), 32x32
@@ -28,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clipbench.data import toy_world as tw
-from clipbench.data.captions import write_flickr8k, write_karpathy
-from clipbench.data.classification import write_cifar100
-from clipbench.data.pointclouds import write_modelnet40
-from clipbench.data.refer import write_refer
-from clipbench.data.regions import write_coco_regions
 from clipbench.errors import ClipbenchError
+from clipbench.toy import world as tw
+from clipbench.toy.writers.classification import write_cifar100
+from clipbench.toy.writers.clipscore_corpora import write_flickr8k
+from clipbench.toy.writers.pointclouds import write_modelnet40
+from clipbench.toy.writers.refer import write_refer
+from clipbench.toy.writers.regions import write_coco_regions
+from clipbench.toy.writers.retrieval_galleries import write_karpathy
 
 FORMAT_VERSION = 4
 BASE_SIZES = {

@@ -1,7 +1,8 @@
 """A seeded procedural world of flat-colour shapes on noisy backgrounds, and 3-D primitives.
 
-Everything here is in memory (PIL images, numpy arrays, plain dataclasses); writers to the real
-on-disk dataset formats live next to each loader. The same seed always gives the same output.
+Everything here is in memory (PIL images, numpy arrays, plain dataclasses); ``clipbench.toy.make_world``
+writes it in the real on-disk dataset formats (``clipbench.toy.writers``). The same seed always gives the
+same output.
 
 Boxes are COCO-style ``[x, y, w, h]`` floats in pixels of the image they belong to.
 """
