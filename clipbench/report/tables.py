@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clipbench.models.weights import no_weights
+
 FRACTION_METRIC = re.compile(r"^(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -35,7 +37,7 @@ def format_with_interval(metric: str, value: float, low: float, high: float) -> 
 def model_label(arch: str, pretrained: str) -> str:
     """``ViT-B-16 openai``; a checkpoint by its file name; ``(random init)`` without weights."""
     pretrained = "" if pd.isna(pretrained) else str(pretrained)
-    if not pretrained:
+    if no_weights(pretrained):
         return f"{arch} (random init)"
     if re.search(r"[/\\]", pretrained) or Path(pretrained).suffix in (".pt", ".bin", ".safetensors", ".pth"):
         return f"{arch} {Path(pretrained).name}"
