@@ -26,11 +26,12 @@ class ModelConfig:
 
     def validate(self) -> None:
         from clipbench.models.factory import SOURCES, arch_config, available_archs
+        from clipbench.models.weights import no_weights
 
         if self.source not in SOURCES:
             raise ConfigError("model.source", f"{self.source!r} is not allowed; use one of {list(SOURCES)}")
         if self.source == "hf":
-            if self.pretrained not in (None, "", "null"):
+            if not no_weights(self.pretrained):
                 raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
         elif arch_config(self.arch) is None and self.arch not in available_archs():
             raise ConfigError(

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.errors import DataError
+from clipbench.models.weights import no_weights
 from clipbench.results.csv_store import append_rows, check_results_csv, read_results
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
 from clipbench.results.table import SUMMARY_COLUMNS, format_table, with_intervals
@@ -103,7 +104,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
     write_config(run_dir, cfg)
     reset_peak_memory(device)
-    if v.model.pretrained in (None, "", "null") and v.model.source != "hf":
+    if no_weights(v.model.pretrained) and v.model.source != "hf":
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
     model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir, source=v.model.source)
     method = METHODS.get(v.method.name).build(v.method, model)

@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import base_args, run_cli
+from conftest import TINY_ARCH, base_args, run_cli
 
 
 def _error_lines(proc):
@@ -181,9 +181,13 @@ def test_tower_shapes_read_without_open_clip_match_open_clips_own_build():
     import open_clip
     from open_clip.model import CLIPVisionCfg
 
-    from clipbench.models.factory import arch_config, available_archs, vit_tower_shape
+    from clipbench.models.factory import VIT_DEFAULTS, arch_config, available_archs, vit_tower_shape
 
-    for arch in available_archs():
+    assert {k: getattr(CLIPVisionCfg(), k) for k in VIT_DEFAULTS} == VIT_DEFAULTS
+    archs = available_archs()
+    assert {"toyclip", TINY_ARCH, "clipbench-test-coca", "clipbench-test-convnext"} <= set(archs)  # the toy and test towers
+    for arch in archs:
+        assert arch_config(arch) == open_clip.get_model_config(arch), arch  # the same JSON, read without open_clip
         vision = CLIPVisionCfg(**open_clip.get_model_config(arch)["vision_cfg"])
         # open_clip's _build_vision_tower: a ViT unless timm or a ResNet (list of layers); heads = width // head_width
         vit = not vision.timm_model_name and isinstance(vision.layers, int)

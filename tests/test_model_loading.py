@@ -88,6 +88,24 @@ def test_random_init_warns():
         load_model(TINY_ARCH, None, reuse=False)
 
 
+@pytest.mark.parametrize("spelling", [None, "", "null", "none", "None"])
+def test_every_spelling_of_no_weights_is_a_random_init(spelling):
+    from clipbench.models.weights import no_weights
+    from clipbench.report.tables import model_label
+
+    assert no_weights(spelling)
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        loaded = load_model(TINY_ARCH, spelling, reuse=False)
+    assert loaded.pretrained is None and loaded.fingerprint.startswith(f"{TINY_ARCH}|random-init-")
+    assert model_label(TINY_ARCH, spelling) == f"{TINY_ARCH} (random init)"
+
+
+def test_a_named_checkpoint_is_not_no_weights():
+    from clipbench.models.weights import no_weights
+
+    assert not any(no_weights(p) for p in ("openai", "NULL.pt", "weights/none.safetensors", "laion2b_s34b_b79k"))
+
+
 def test_bf16_autocast_on_cpu_runs(reference):
     loaded = load_model(TINY_ARCH, None, precision="bf16", reuse=False)
     feats = loaded.encode_image(torch.randn(2, 3, 32, 32))
@@ -106,20 +124,44 @@ def test_geometry_of_known_archs():
     assert (tiny.geometry.image_size, tiny.geometry.patch_size, tiny.geometry.grid_size) == (32, 8, 4)
 
 
-@pytest.mark.parametrize("arch", [TINY_ARCH, "ViT-B-32"])
+TEXT_TOWERS = ["toyclip", TINY_ARCH, "clipbench-test-convnext", "clipbench-test-eva", "clipbench-test-map",
+               "clipbench-test-reg", "clipbench-test-coca", "ViT-B-32"]
+
+
+def _encode_text_over(model, tokens, used: int) -> torch.Tensor:
+    """open_clip's CLIP.encode_text, step by step, over the first ``used`` positions only."""
+    from open_clip.transformer import text_global_pool
+
+    tokens = tokens[:, :used]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:used].to(cast_dtype)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:used, :used]))
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+
+
+@pytest.mark.parametrize("arch", TEXT_TOWERS)
 def test_trimmed_text_encoding_equals_full_context(arch):
+    import tests.tiny_towers  # noqa: F401  (registers the timm towers the test JSONs name)
     from clipbench.models.factory import encode_text_trimmed
 
     loaded = load_model(arch, None)
+    model = loaded.model
     texts = ["a photo of a red circle.", "a", "point cloud depth map of a cone.", "word " * 200]
     tokens = loaded.tokenizer(texts[:3])
+    used = int((tokens != 0).nonzero()[:, 1].max()) + 1
+    assert used < tokens.shape[1]  # fewer positions than the context: the trimmed path applies where it can
     with torch.no_grad():
-        full = loaded.model.encode_text(tokens)
-        trimmed = encode_text_trimmed(loaded.model, tokens)
-    assert tokens.shape[1] > 12  # the trimmed path really ran on fewer positions
+        full = model.encode_text(tokens)
+        trimmed = encode_text_trimmed(model, tokens)
+        if arch == "clipbench-test-coca":  # CoCa's text tower (cls token, pad mask) runs unchanged
+            assert torch.equal(trimmed, full)
+        else:
+            assert torch.equal(trimmed, _encode_text_over(model, tokens, used))  # the same operations, bit for bit
+            assert model.positional_embedding.shape[0] == model.attn_mask.shape[0] == tokens.shape[1]  # restored
     assert torch.allclose(full, trimmed, atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # a truncated (full-length) caption takes the plain path and still agrees
-        assert torch.allclose(loaded.model.encode_text(loaded.tokenizer(texts)), encode_text_trimmed(loaded.model, loaded.tokenizer(texts)), atol=1e-5, rtol=1e-4)
+        assert torch.allclose(model.encode_text(loaded.tokenizer(texts)), encode_text_trimmed(model, loaded.tokenizer(texts)), atol=1e-5, rtol=1e-4)
 
 
 def test_missing_or_corrupt_bundled_checkpoint_says_how_to_regenerate(tmp_path, monkeypatch):

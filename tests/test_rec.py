@@ -15,17 +15,73 @@ from rec_fixtures import REFS, SCENES, ann_box, file_name, refer_records, write_
 from torchvision import transforms
 
 from clipbench.cli import CONF_DIR
-from clipbench.metrics.boxes import box_iou, clip_box, expand_box, union_box, xywh_to_xyxy
+from clipbench.metrics.boxes import clip_box, expand_box, union_box, xywh_to_xyxy
+from clipbench.metrics.iou import box_iou
 from clipbench.tasks.rec import caption_bank, subtract_bank
 from clipbench.toy.writers.refer import write_refer
 
 
 def test_iou_by_hand():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
-    assert box_iou((0, 0, 4, 4), (1, 1, 3, 3)) == pytest.approx(4 / 16)
-    assert box_iou((0, 0, 0, 10), (0, 0, 0, 10)) == 0.0  # no area
+    iou = box_iou([(0, 0, 10, 10), (0, 0, 4, 4), (0, 0, 0, 10)], [(0, 0, 10, 10), (5, 0, 15, 10), (10, 10, 20, 20), (1, 1, 3, 3), (0, 0, 0, 10)])
+    assert iou.shape == (3, 5) and iou.dtype == torch.float64
+    assert iou[0, 0] == 1.0
+    assert iou[0, 1] == pytest.approx(50 / 150)
+    assert iou[0, 2] == 0.0  # touching corners
+    assert iou[1, 3] == pytest.approx(4 / 16)
+    assert iou[2, 4] == 0.0 and iou[2].eq(0).all()  # no area
+
+
+def _one_pair_iou(a, b) -> float:
+    """IoU as ReCLIP computes it for one pair (areas w * h, no +1), 0 when a box has no area."""
+    def area(box):
+        return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_iou_of_all_pairs_equals_the_one_pair_formula_exactly():
+    import random
+
+    rng = random.Random(0)
+
+    def box():
+        x0, y0 = rng.uniform(-5, 60), rng.uniform(-5, 60)
+        kind = rng.random()
+        if kind < 0.1:
+            return (x0, y0, x0, y0 + 5)  # zero width
+        if kind < 0.2:
+            return (x0, y0, x0 - 4, y0 - 3)  # wrong order: empty
+        if kind < 0.3:
+            return tuple(float(rng.randint(0, 40)) for _ in range(2)) * 2  # a point
+        return (x0, y0, x0 + rng.uniform(0.1, 40), y0 + rng.uniform(0.1, 40))
+
+    proposals = [box() for _ in range(60)] + [(0.0, 0.0, 10.0, 10.0)] * 3  # ties
+    golds = [box() for _ in range(40)] + [(0.0, 0.0, 10.0, 10.0)]
+    iou = box_iou(proposals, golds)
+    assert iou.tolist() == [[_one_pair_iou(p, g) for g in golds] for p in proposals]  # same float64 operations
+    # the first of tied proposals wins, as max() over the proposals in order
+    column = [_one_pair_iou(p, golds[-1]) for p in proposals]
+    assert iou.argmax(dim=0).tolist()[-1] == max(range(len(proposals)), key=column.__getitem__) == 60
+
+
+def test_box_iou_example_in_its_docstring():
+    import doctest
+
+    import clipbench.metrics.iou
+
+    result = doctest.testmod(clipbench.metrics.iou)
+    assert result.attempted == 1 and result.failed == 0
+
+
+def test_dataset_loaders_and_box_geometry_import_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, clipbench.config, clipbench.data, clipbench.metrics.boxes; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_box_clipping_union_and_margin():

@@ -58,6 +58,13 @@ def test_experiment_name_groups_an_ad_hoc_run(tmp_path, cifar_root, wandb_runs):
     assert wandb_runs[0].init["group"] == "my_study"
 
 
+@pytest.mark.parametrize("spelling", ["null", "none", "None"])
+def test_random_init_banner_for_every_spelling_of_no_weights(tmp_path, cifar_root, capsys, spelling):
+    overrides = tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4")
+    run(compose_config([*overrides, f"model.pretrained={spelling}"]), tmp_path / "run")
+    assert capsys.readouterr().out.count("RANDOMLY INITIALISED. Its numbers measure nothing.") == 1
+
+
 def test_progress_off_a_terminal_is_a_few_plain_lines():
     import io
 

@@ -102,7 +102,8 @@ class Method(ABC):
 
 def whole_image(encode_regions):
     """Marks an ``encode_regions`` that returns ``model.encode_image(model.preprocess(image))`` for every
-    region; tasks then use the batched path (tests/test_method_region_free.py checks both paths agree)."""
+    region; tasks then use the batched path (tests/test_bad_input.py,
+    ``test_every_region_free_method_matches_its_own_features``, checks both paths agree)."""
     encode_regions.whole_image = True
     return encode_regions
 

@@ -1,4 +1,4 @@
-"""Box geometry: format conversion, clipping to the image, union and IoU (boxes are x0, y0, x1, y1)."""
+"""Box geometry: format conversion, clipping to the image, union (boxes are x0, y0, x1, y1); IoU is in iou.py."""
 
 from __future__ import annotations
 
@@ -43,19 +43,6 @@ def clip_box(box: Sequence[float], width: float, height: float) -> Box | None:
     if x1 <= x0 or y1 <= y0:
         return None
     return (x0, y0, x1, y1)
-
-
-def box_area(box: Sequence[float]) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two boxes; 0 when either has no area."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, iw) * max(0.0, ih)
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def union_box(boxes: Sequence[Sequence[float]]) -> Box:

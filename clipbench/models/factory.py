@@ -1,7 +1,8 @@
 """Build a CLIP model from an open_clip architecture name and a checkpoint.
 
-``model.pretrained`` is resolved by the first matching source in ``PRETRAINED_SOURCES``:
-``null`` (random init, with a warning), a local checkpoint file, or an open_clip pretrained tag.
+``model.source`` picks the loader in ``LOADERS``. For open_clip, ``model.pretrained`` is resolved by the
+first matching source in ``PRETRAINED_SOURCES``: no weights (``null``/``none``: random init, with a warning),
+a local checkpoint file, or an open_clip pretrained tag.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from clipbench.errors import ConfigError
 from clipbench.models.checkpoints import expand_compact, file_fingerprint, read_checkpoint, regenerate_hint
+from clipbench.models.weights import no_weights
 from clipbench.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,14 @@ def register_model_configs() -> None:
     if not _registered:
         import open_clip
 
-        open_clip.add_model_config(CONFIG_DIR)
-        for extra in filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)):
-            open_clip.add_model_config(extra)
+        for path in model_config_paths():
+            open_clip.add_model_config(path)
         _registered = True
+
+
+def model_config_paths() -> list[Path]:
+    """The folders (or JSON files) clipbench registers with open_clip, in registration order."""
+    return [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
 
 
 def available_archs() -> list[str]:
@@ -52,19 +59,20 @@ def available_archs() -> list[str]:
 
 
 def arch_config(arch: str) -> dict | None:
-    """``arch``'s model JSON, read from the folders open_clip registers, without importing open_clip.
+    """``arch``'s model JSON, as ``open_clip.get_model_config`` returns it once clipbench's folders are
+    registered (tests/test_cli.py compares the two on every architecture); None when no JSON names it.
 
-    Importing open_clip takes seconds (it pulls in transformers); config checks use this instead.
+    Config checks call this, so it reads the same folders itself, in open_clip's order (open_clip's own
+    model_configs/ first, later registrations win): importing open_clip takes seconds.
     """
     import importlib.util
 
     spec = importlib.util.find_spec("open_clip")
-    folders = [Path(spec.origin).parent / "model_configs"] if spec and spec.origin else []
-    folders += [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
-    for folder in reversed(folders):  # later registrations win, as in open_clip
-        path = folder / f"{arch}.json" if folder.is_dir() else folder
-        if path.is_file() and path.stem == arch:
-            config = json.loads(path.read_text())
+    paths = [Path(spec.origin).parent / "model_configs"] if spec and spec.origin else []
+    for path in reversed(paths + model_config_paths()):
+        file = path / f"{arch}.json" if path.is_dir() else path
+        if file.is_file() and file.suffix == ".json" and file.stem == arch:
+            config = json.loads(file.read_text())
             if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
                 return config
     return None
@@ -156,16 +164,21 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     used = int((tokens != 0).nonzero()[:, 1].max()) + 1 if trimmable and tokens.any() else tokens.shape[1]
     if not trimmable or used == tokens.shape[1]:
         return model.encode_text(tokens)
-    tokens = tokens[:, :used]
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:used].to(cast_dtype)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:used, :used]))
-    from open_clip.transformer import text_global_pool
+    # open_clip's CLIP.encode_text always adds the whole positional table and causal mask, so it cannot take
+    # fewer positions by itself: it runs as is with the first `used` rows of both swapped in for the call.
+    trimmed = {"model.positional_embedding": model.positional_embedding[:used], "model.attn_mask": model.attn_mask[:used, :used]}
+    return functional_call(_EncodeText(model), trimmed, (tokens[:, :used],))
 
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
-    return x
+
+class _EncodeText(torch.nn.Module):
+    """``model.encode_text`` as a module's forward, for ``torch.func.functional_call``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
 
 
 def vision_geometry(model: torch.nn.Module) -> VisionGeometry:
@@ -201,10 +214,10 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
 # -- pretrained sources: each returns (state_dict or None, open_clip tag or None, fingerprint) --
 
 def _source_random(pretrained, arch):
-    if pretrained in (None, "", "null", "none", "None"):
+    if no_weights(pretrained):
         warnings.warn(
             f"model.pretrained is null: {arch} is RANDOMLY INITIALISED; its numbers carry no meaning",
-            stacklevel=3,
+            stacklevel=5,  # the caller of load_model
         )
         return None, None, f"random-init-{uuid.uuid4().hex[:8]}"  # never shared by two instances
     return NotImplemented
@@ -236,8 +249,15 @@ def _source_tag(pretrained, arch):
 
 
 PRETRAINED_SOURCES = [_source_random, _source_file, _source_tag]
-SOURCES = ("open_clip", "hf")
-_MODEL_CACHE: dict[tuple, LoadedModel] = {}
+
+
+def resolve_pretrained(pretrained, arch: str) -> tuple[dict | None, str | None, str]:
+    """(state_dict or None, open_clip tag or None, fingerprint) from the first source that takes ``pretrained``."""
+    for source in PRETRAINED_SOURCES:
+        resolved = source(pretrained, arch)
+        if resolved is not NotImplemented:
+            return resolved
+    raise ConfigError("model.pretrained", f"{pretrained!r} names no weights clipbench can load")
 
 
 def load_model(
@@ -256,36 +276,28 @@ def load_model(
     pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
     reload weights.
     """
-    import open_clip
-
     device = torch.device(device)
     key = (source, arch, str(pretrained), precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
-    if source not in SOURCES:
+    if source not in LOADERS:
         raise ConfigError("model.source", f"{source!r} is not allowed; use one of {list(SOURCES)}")
-    if source == "hf":
-        from clipbench.models.hf import load_hf
+    loaded = LOADERS[source](arch, pretrained, precision, device, cache_dir)
+    if reuse:
+        _MODEL_CACHE[key] = loaded
+    return loaded
 
-        autocast(device, precision)
-        model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
-        model = model.to(device).eval()
-        loaded = LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
-                             vision_geometry(model))
-        if reuse:
-            _MODEL_CACHE[key] = loaded
-        return loaded
+
+def _load_open_clip(arch: str, pretrained, precision: str, device: torch.device, cache_dir: str | None) -> LoadedModel:
+    import open_clip
+
     if arch not in available_archs():
         raise ConfigError(
             "model.arch",
             f"{arch!r} is not an open_clip architecture; see open_clip.list_models() (e.g. ViT-B-32, ViT-B-16, toyclip)",
         )
     autocast(device, precision)  # validates the precision for this device
-    for source in PRETRAINED_SOURCES:
-        resolved = source(pretrained, arch)
-        if resolved is not NotImplemented:
-            state, tag, fingerprint = resolved
-            break
+    state, tag, fingerprint = resolve_pretrained(pretrained, arch)
     try:
         with _without_open_clip_random_notice():
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -294,41 +306,63 @@ def load_model(
     except RuntimeError as exc:  # e.g. no network for a tag download
         raise ConfigError("model.pretrained", f"open_clip could not load {arch}/{tag}: {exc}") from None
     if state is not None:
-        reference = model.state_dict()
-        state = expand_compact(state, reference)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise ConfigError("model.pretrained", f"{pretrained} does not fit {arch}: {first}") from None
-        missing = [k for k in missing if not k.endswith("attn_mask")]
-        if missing or unexpected:
-            raise ConfigError(
-                "model.pretrained",
-                f"{pretrained} does not fit {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
-            )
+        _load_checkpoint(model, state, pretrained, arch)
     model = model.to(device).eval()
-    try:
-        tokenizer = open_clip.get_tokenizer(arch)
-    except (OSError, ImportError, ValueError) as exc:  # e.g. SigLIP's tokenizer is downloaded from the hub
-        raise ConfigError("model.arch", f"open_clip could not build {arch}'s tokenizer: {exc}") from None
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
-        tokenizer=tokenizer,
+        tokenizer=_open_clip_tokenizer(arch),
         arch=arch,
-        pretrained=None if pretrained in (None, "", "null", "none", "None") else str(pretrained),
+        pretrained=None if no_weights(pretrained) else str(pretrained),
         precision=precision,
         device=device,
         fingerprint=f"{arch}|{fingerprint}",
         geometry=vision_geometry(model),
     )
-    if reuse:
-        _MODEL_CACHE[key] = loaded
     weights = "random init" if loaded.pretrained is None else loaded.pretrained
     log.info("model %s, weights %s (fingerprint %s), %s on %s", arch, weights, fingerprint, precision, device)
     return loaded
+
+
+def _load_checkpoint(model: torch.nn.Module, state: dict, pretrained, arch: str) -> None:
+    """Load a checkpoint's ``state`` into ``model``; one ConfigError line when it does not fit ``arch``."""
+    state = expand_compact(state, model.state_dict())
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ConfigError("model.pretrained", f"{pretrained} does not fit {arch}: {first}") from None
+    missing = [k for k in missing if not k.endswith("attn_mask")]
+    if missing or unexpected:
+        raise ConfigError(
+            "model.pretrained",
+            f"{pretrained} does not fit {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
+        )
+
+
+def _open_clip_tokenizer(arch: str) -> Callable:
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(arch)
+    except (OSError, ImportError, ValueError) as exc:  # e.g. SigLIP's tokenizer is downloaded from the hub
+        raise ConfigError("model.arch", f"open_clip could not build {arch}'s tokenizer: {exc}") from None
+
+
+def _load_hf(arch: str, pretrained, precision: str, device: torch.device, cache_dir: str | None) -> LoadedModel:
+    from clipbench.models.hf import load_hf
+
+    autocast(device, precision)
+    model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
+    model = model.to(device).eval()
+    return LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
+                       vision_geometry(model))
+
+
+LOADERS: dict[str, Callable[..., LoadedModel]] = {"open_clip": _load_open_clip, "hf": _load_hf}
+SOURCES = tuple(LOADERS)
+_MODEL_CACHE: dict[tuple, LoadedModel] = {}
 
 
 class _DropRandomInitNotice(logging.Filter):

@@ -18,6 +18,7 @@ from torch import nn
 
 from clipbench.errors import ConfigError
 from clipbench.models.checkpoints import file_fingerprint
+from clipbench.models.weights import no_weights
 
 
 def _features(out) -> torch.Tensor:
@@ -87,7 +88,7 @@ class HFCLIP(nn.Module):
 
 def load_hf(arch: str, pretrained, cache_dir: str | None = None):
     """(HFCLIP, preprocess, tokenizer, fingerprint) for a hub id or local folder."""
-    if pretrained not in (None, "", "null", "none", "None"):
+    if not no_weights(pretrained):
         raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
     try:
         from transformers import AutoProcessor, CLIPModel

@@ -18,14 +18,8 @@ import pandas as pd
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
-from clipbench.report.tables import (
-    differing_settings,
-    format_value,
-    format_with_interval,
-    model_label,
-    to_latex,
-    to_markdown,
-)
+from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
+from clipbench.results.settings import differing_settings
 from clipbench.results.table import method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]

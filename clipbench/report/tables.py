@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
+
+from clipbench.models.weights import no_weights
 
 FRACTION_METRIC = re.compile(r"^(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -36,39 +37,11 @@ def format_with_interval(metric: str, value: float, low: float, high: float) -> 
 def model_label(arch: str, pretrained: str) -> str:
     """``ViT-B-16 openai``; a checkpoint by its file name; ``(random init)`` without weights."""
     pretrained = "" if pd.isna(pretrained) else str(pretrained)
-    if not pretrained:
+    if no_weights(pretrained):
         return f"{arch} (random init)"
     if re.search(r"[/\\]", pretrained) or Path(pretrained).suffix in (".pt", ".bin", ".safetensors", ".pth"):
         return f"{arch} {Path(pretrained).name}"
     return f"{arch} {pretrained}"
-
-
-def settings_labels(params: pd.Series) -> pd.Series:
-    """Per row, ``key=value`` for the JSON params that differ between the rows (the rest says nothing)."""
-    parsed = [json.loads(p) if isinstance(p, str) and p else {} for p in params]
-    keys = sorted({k for p in parsed for k in p})
-    varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
-    return pd.Series(
-        [", ".join(f"{k}={_compact(p[k])}" for k in varying if k in p) for p in parsed], index=params.index, dtype=object
-    )
-
-
-def differing_settings(frame: pd.DataFrame, method_column: str = "method") -> pd.Series:
-    """Per row: the method settings that differ between runs of its method, then the task and dataset
-    settings that differ between runs of its task (``alpha=0.4, layers=[-1], split=testB``)."""
-    parts = []
-    for keys, column in (([ "task", method_column], "method_params"), (["task"], "task_params"), (["task"], "dataset_params")):
-        labels = pd.Series("", index=frame.index, dtype=object)
-        if column in frame:
-            for _, part in frame.groupby(keys, sort=False):
-                labels.loc[part.index] = settings_labels(part[column].fillna("").astype(str))
-        parts.append(labels)
-    joined = parts[0].str.cat(parts[1:], sep=", ")
-    return joined.str.replace(r"(, )+", ", ", regex=True).str.strip(", ")
-
-
-def _compact(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ""))
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

@@ -5,22 +5,34 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from tabulate import tabulate
+
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    def cell(v) -> str:
-        if isinstance(v, float) and v != v:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-        return "" if v is None else str(v)
+    """``rows`` as a boxed grid under ``columns`` (tabulate's ``pretty`` layout): headers and text left-aligned,
+    numbers right-aligned (also a number in a column of text, e.g. the ``skipped`` count under intervals),
+    floats with 4 decimals (1 from 1000 on), NaN and None blank."""
+    body = [[_cell(row.get(c)) for c in columns] for row in rows]
+    aligns = []
+    for i, header in enumerate(columns):
+        cells = [line[i] for line in body]
+        if all(_numeric(v) for v in cells if v):
+            aligns.append("right")
+            continue
+        aligns.append("left")  # tabulate aligns whole columns: a number among text is right-aligned here
+        width = max(map(len, [header, *cells]))
+        for line in body:
+            line[i] = line[i].rjust(width) if _numeric(line[i]) else line[i]
+    return tabulate(body, headers=list(columns), tablefmt="pretty", colalign=aligns, headersglobalalign="left",
+                    disable_numparse=True, preserve_whitespace=True)
 
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |", line]
-    out += ["| " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
-    out.append(line)
-    return "\n".join(out)
+
+def _cell(v) -> str:
+    if isinstance(v, float) and v != v:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return "" if v is None else str(v)
 
 
 def with_intervals(rows: Sequence[dict]) -> list[dict]:
@@ -69,7 +81,7 @@ def sweep_summary(frame) -> str:
     the method's config name, the settings that differ between the sweep's runs, ``skipped`` only when not 0."""
     import pandas as pd
 
-    from clipbench.report.tables import differing_settings
+    from clipbench.results.settings import differing_settings
 
     frame = frame.copy()
     for col in ("ci_low", "ci_high"):

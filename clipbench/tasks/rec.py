@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from clipbench.data.loading import prefetched
 from clipbench.errors import ConfigError
-from clipbench.metrics.boxes import box_iou, clip_box, is_malformed
+from clipbench.metrics.boxes import Box, clip_box, is_malformed
+from clipbench.metrics.iou import box_iou
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
@@ -72,106 +75,192 @@ def _limited(dataset, limit: int | None):
             yield entry, sentences
 
 
+DROPPED_PROPOSALS = "invalid box (proposal dropped, not a sentence)"
+
+
+@dataclass
+class ImageWork:
+    """A readable image with its sentences and its ``valid`` proposals: (index in ``entry.proposals``, box
+    clipped to the image), those with area left once clipped."""
+
+    entry: Any
+    image: Any
+    sentences: list
+    valid: list[tuple[int, Box]]
+
+
+@dataclass
+class Verdict:
+    """One sentence: judged (``hit``, its ids and, with save_predictions, its predictions.csv row) or
+    skipped for ``skip``."""
+
+    skip: str = ""
+    hit: bool = False
+    sentence_id: str = ""
+    image_id: str = ""
+    prediction: dict | None = None
+
+
+@dataclass
+class Tally:
+    """The judged sentences in order, and the skips by reason in the order they were met."""
+
+    judged: list[Verdict] = field(default_factory=list)
+    skips: Counter[str] = field(default_factory=Counter)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skips[reason] += n
+
+    def add(self, verdicts: Iterable[Verdict]) -> None:
+        for verdict in verdicts:
+            if verdict.skip:
+                self.skip(verdict.skip)
+            else:
+                self.judged.append(verdict)
+
+
+@dataclass
+class SentenceScorer:
+    """Each sentence's prompt and text feature; ``logits`` scores an image's proposals against its sentences."""
+
+    method: Any
+    cfg: RecConfig
+    scale: float
+    row_of: dict[str, int]
+    text_feats: torch.Tensor | None
+    bank_feats: torch.Tensor | None  # method.subtract's caption bank
+
+    @classmethod
+    def build(cls, model, dataset, method, cfg: RecConfig, ctx: RunContext, work) -> SentenceScorer:
+        scorer = cls(method, cfg, model.logit_scale, {}, None, None)
+        texts = sorted({scorer.prompt(s.text) for _, sentences in work for s in sentences})
+        scorer.row_of = {t: i for i, t in enumerate(texts)}
+        scorer.text_feats = method.text_features(texts, ctx.cache_dir) if texts else None
+        if method.cfg.subtract:
+            bank = caption_bank([s.text for s in dataset.sentences()], cfg.bank_size, ctx.seed)
+            scorer.bank_feats = method.text_features([scorer.prompt(b) for b in bank], ctx.cache_dir)
+        return scorer
+
+    def prompt(self, expression: str) -> str:
+        return self.method.text(expression.lower() if self.cfg.lowercase else expression, self.cfg.template)
+
+    def logits(self, feats: torch.Tensor, sentences) -> torch.Tensor:
+        """(P_valid, S): ``scale * cos`` of each proposal feature with each sentence (minus the bank's mean)."""
+        rows = torch.tensor([self.row_of[self.prompt(s.text)] for s in sentences], device=self.text_feats.device)
+        logits = self.scale * feats.to(self.text_feats.device) @ self.text_feats[rows].T
+        if self.bank_feats is not None:
+            logits = subtract_bank(logits, self.scale * feats.to(self.bank_feats.device) @ self.bank_feats.T)
+        return logits
+
+
 def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskResult:
-    def prompt(expression: str) -> str:
-        return method.text(expression.lower() if cfg.lowercase else expression, cfg.template)
-
     work = list(_limited(dataset, ctx.limit))
-    texts = sorted({prompt(s.text) for _, sents in work for s in sents})
-    row_of = {t: i for i, t in enumerate(texts)}
-    text_feats = method.text_features(texts, ctx.cache_dir) if texts else None
-    bank_feats = None
-    if method.cfg.subtract:
-        bank = caption_bank([s.text for s in dataset.sentences()], cfg.bank_size, ctx.seed)
-        bank_feats = method.text_features([prompt(b) for b in bank], ctx.cache_dir)
-    scale = model.logit_scale
-    meter = Throughput(ctx.device)
-    skips: Counter[str] = Counter()
-    predictions, correct, sentence_ids, image_ids = [], [], [], []
+    scorer = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
+    meter, tally = Throughput(ctx.device), Tally()
     bar = tqdm(total=sum(len(s) for _, s in work), desc="rec", disable=not ctx.progress, unit="sent")
-
-    def flush(batch):
-        if not batch:
-            return
-        images = [b[1] for b in batch]
-        regions = [[[box] for _, box in b[2]] for b in batch]
-        with meter.forward(sum(len(b[3]) for b in batch)):  # items = sentences, as n
-            feats = method.encode_regions(images, regions)
-        for (entry, image, valid, sentences), f in zip(batch, feats):
-            rows = torch.tensor([row_of[prompt(s.text)] for s in sentences], device=text_feats.device)
-            logits = scale * f.to(text_feats.device) @ text_feats[rows].T  # (P_valid, S)
-            if bank_feats is not None:
-                logits = subtract_bank(logits, scale * f.to(bank_feats.device) @ bank_feats.T)
-            for j, sentence in enumerate(sentences):
-                judge(entry, image.size, valid, sentence, logits[:, j].cpu())
-        bar.update(sum(len(b[3]) for b in batch))
-
-    def judge(entry, size, valid, sentence, column: torch.Tensor):
-        width, height = size
-        if is_malformed(sentence.gold_box):
-            skips["malformed gold box"] += 1
-            return
-        gold_box = clip_box(sentence.gold_box, width, height) or sentence.gold_box
-        if dataset.gold_proposals:
-            target = next((i for i, p in enumerate(entry.proposals) if p.ann_id == sentence.gold_ann_id), None)
-            if target is None or all(i != target for i, _ in valid):
-                skips["gold box missing or outside the image"] += 1
-                return
-        else:
-            best_iou, best = max(((box_iou(box, gold_box), i) for i, box in valid), key=lambda t: t[0])  # first on ties
-            target = best if best_iou > cfg.iou_threshold else -1
-        k = int(column.argmax())  # the softmax's argmax
-        pred, pred_box = valid[k]
-        if dataset.gold_proposals:
-            hit = entry.proposals[pred].ann_id == sentence.gold_ann_id
-        else:
-            hit = box_iou(pred_box, gold_box) > cfg.iou_threshold
-        correct.append(hit)
-        sentence_ids.append(str(sentence.sample_id))
-        image_ids.append(str(entry.image_id))
-        if ctx.save_predictions:
-            scores: list[float | None] = [None] * len(entry.proposals)
-            for (i, _), v in zip(valid, column.tolist()):
-                scores[i] = round(v, 5)
-            predictions.append({
-                "sample_id": sentence.sample_id, "target": target, "pred": pred, "scores": json.dumps(scores),
-                "correct": int(hit), "image_id": entry.image_id,
-            })
-
-    batch, n_regions = [], 0
-    for (entry, sentences), image in prefetched(lambda item: dataset.image(item[0]), work, ctx.num_workers):
-        if image is None:
-            skips["unreadable image"] += len(sentences)
-            bar.update(len(sentences))
-            continue
-        valid = [(i, b) for i, b in ((i, clip_box(p.box, *image.size)) for i, p in enumerate(entry.proposals)) if b is not None]
-        dropped = len(entry.proposals) - len(valid)
-        if dropped:
-            skips["invalid box (proposal dropped, not a sentence)"] += dropped
-        if not valid:
-            skips["no valid proposals"] += len(sentences)
-            bar.update(len(sentences))
-            continue
-        batch.append((entry, image, valid, sentences))
-        n_regions += len(valid)
-        if n_regions >= ctx.batch_size:
-            flush(batch)
-            batch, n_regions = [], 0
-    flush(batch)
+    for batch in _batches(_readable_images(dataset, work, ctx.num_workers, tally, bar), ctx.batch_size):
+        n_sentences = sum(len(item.sentences) for item in batch)
+        with meter.forward(n_sentences):  # items = sentences, as n
+            feats = method.encode_regions([item.image for item in batch], [[[box] for _, box in item.valid] for item in batch])
+        for item, f in zip(batch, feats):
+            tally.add(judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
+                                  ctx.save_predictions))
+        bar.update(n_sentences)
     bar.close()
     meter.stop()
-    dropped_boxes = skips.get("invalid box (proposal dropped, not a sentence)", 0)
-    skipped = sum(skips.values()) - dropped_boxes
-    n = len(correct)
+    return _result(tally, meter, dataset, ctx.save_predictions)
+
+
+def _readable_images(dataset, work, num_workers: int, tally: Tally, bar) -> Iterator[ImageWork]:
+    """The images of ``work`` that have something to judge; the sentences of the others are skipped
+    (unreadable image, no valid proposal) and counted on ``bar``, and dropped proposals are counted."""
+    for (entry, sentences), image in prefetched(lambda item: dataset.image(item[0]), work, num_workers):
+        if image is None:
+            tally.skip("unreadable image", len(sentences))
+            bar.update(len(sentences))
+            continue
+        clipped = ((i, clip_box(p.box, *image.size)) for i, p in enumerate(entry.proposals))
+        valid = [(i, box) for i, box in clipped if box is not None]
+        if len(valid) < len(entry.proposals):
+            tally.skip(DROPPED_PROPOSALS, len(entry.proposals) - len(valid))
+        if not valid:
+            tally.skip("no valid proposals", len(sentences))
+            bar.update(len(sentences))
+            continue
+        yield ImageWork(entry, image, sentences, valid)
+
+
+def _batches(images: Iterable[ImageWork], batch_size: int) -> Iterator[list[ImageWork]]:
+    """Whole images, grouped until about ``batch_size`` proposals are collected."""
+    batch, n_regions = [], 0
+    for item in images:
+        batch.append(item)
+        n_regions += len(item.valid)
+        if n_regions >= batch_size:
+            yield batch
+            batch, n_regions = [], 0
+    if batch:
+        yield batch
+
+
+def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou_threshold: float,
+                save_predictions: bool) -> list[Verdict]:
+    """The verdict on each sentence of one image from its (P_valid, S) logits: the prediction is the argmax
+    proposal, the target the gold annotation's proposal (gold proposals) or the proposal of highest IoU with
+    the gold box when that IoU passes ``iou_threshold`` (else -1)."""
+    entry, valid = item.entry, item.valid
+    width, height = item.image.size
+    if not gold_proposals:
+        gold_boxes = [clip_box(s.gold_box, width, height) or s.gold_box for s in item.sentences]
+        ious = box_iou([box for _, box in valid], gold_boxes)  # (P_valid, S)
+        best_of = ious.argmax(dim=0).tolist()  # per sentence, the first proposal of highest IoU
+        ious = ious.tolist()
+    verdicts = []
+    for j, sentence in enumerate(item.sentences):
+        if is_malformed(sentence.gold_box):
+            verdicts.append(Verdict(skip="malformed gold box"))
+            continue
+        column = logits[:, j].cpu()
+        k = int(column.argmax())  # the softmax's argmax
+        pred = valid[k][0]
+        if gold_proposals:
+            target = next((i for i, p in enumerate(entry.proposals) if p.ann_id == sentence.gold_ann_id), None)
+            if target is None or all(i != target for i, _ in valid):
+                verdicts.append(Verdict(skip="gold box missing or outside the image"))
+                continue
+            hit = entry.proposals[pred].ann_id == sentence.gold_ann_id
+        else:
+            best = best_of[j]
+            target = valid[best][0] if ious[best][j] > iou_threshold else -1
+            hit = ious[k][j] > iou_threshold
+        row = {"sample_id": sentence.sample_id, "target": target, "pred": pred, "scores": _scores(entry, valid, column),
+               "correct": int(hit), "image_id": entry.image_id} if save_predictions else None
+        verdicts.append(Verdict(hit=hit, sentence_id=str(sentence.sample_id), image_id=str(entry.image_id), prediction=row))
+    return verdicts
+
+
+def _scores(entry, valid: list[tuple[int, Box]], column: torch.Tensor) -> str:
+    """The logits in the order of ``entry.proposals`` (rounded), ``null`` for the dropped ones."""
+    scores: list[float | None] = [None] * len(entry.proposals)
+    for (i, _), v in zip(valid, column.tolist()):
+        scores[i] = round(v, 5)
+    return json.dumps(scores)
+
+
+def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) -> TaskResult:
+    dropped = tally.skips.get(DROPPED_PROPOSALS, 0)
+    hits = [v.hit for v in tally.judged]
+    n = len(hits)
     return TaskResult(
-        metrics={"accuracy": sum(correct) / n if n else float("nan")},
+        metrics={"accuracy": sum(hits) / n if n else float("nan")},
         n=n,
         throughput=meter,
-        skipped=skipped,
-        skip_reasons=dict(skips),
-        predictions=predictions if ctx.save_predictions else None,
-        outcomes={"accuracy": Outcome(correct, cluster=image_ids, sample_id=sentence_ids)},  # sentences of one image resample together
-        extra={"split": dataset.split, "gold_proposals": dataset.gold_proposals, "dropped_proposals": dropped_boxes},
+        skipped=sum(tally.skips.values()) - dropped,
+        skip_reasons=dict(tally.skips),
+        predictions=[v.prediction for v in tally.judged] if save_predictions else None,
+        outcomes={"accuracy": Outcome(hits, cluster=[v.image_id for v in tally.judged],  # an image's sentences resample together
+                                      sample_id=[v.sentence_id for v in tally.judged])},
+        extra={"split": dataset.split, "gold_proposals": dataset.gold_proposals, "dropped_proposals": dropped},
     )
 
 
