@@ -6,7 +6,6 @@ into it, so an unknown key or a wrongly typed value fails with one line naming t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -216,18 +215,4 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name))
 
 
-def register_experiments() -> None:
-    """Each ``experiments/<name>.yaml`` becomes the Hydra option ``experiment=<name>`` (header package kept)."""
-    from hydra.core.config_store import ConfigStore
-
-    from clipbench.paths import experiments_dir
-
-    store = ConfigStore.instance()
-    for path in sorted(experiments_dir().glob("*.yaml")):
-        header = re.search(r"^#\s*@package\s+(\S+)", path.read_text(), re.MULTILINE)
-        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package=header and header.group(1),
-                    provider="clipbench")
-
-
 register_resolvers()
-register_experiments()
