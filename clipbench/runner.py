@@ -155,24 +155,44 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     """Evaluate one config and return its result rows (also appended to the results CSV).
 
     ``method_config`` is the ``method=`` config chosen (e.g. falip_subtract); rows store it as
-    ``method_params["config"]`` (the method's name when it is not known).
+    ``method_params["config"]`` (the method's name when it is not known). The steps: validate, build,
+    evaluate, rows, write.
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
     check_results_csv(v.run.results_csv)
-    from clipbench.methods import METHODS
-    from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
-    from clipbench.models import load_model
-    from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
-    from clipbench.tasks import TASKS, RunContext
-
     chash = config_hash(v)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
+    built = build(v, cfg, run_dir)
+    result, seconds = evaluate(v, built)
+    rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
+    write(v, rows, payload, result, run_dir, experiment)
+    return rows
+
+
+@dataclass
+class Built:
+    """What a validated config builds: the device, dataset, model, method and the task's run context."""
+
+    device: Any
+    dataset: Any
+    model: Any
+    method: Any
+    ctx: Any
+
+
+def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
+    """Step 2: device, seed, dataset (a bad root or failed integrity check stops before the model loads), model, method."""
+    from clipbench.methods import METHODS
+    from clipbench.models import load_model
+    from clipbench.runtime import reset_peak_memory, resolve_device, seed_everything
+    from clipbench.tasks import RunContext
+
     device = resolve_device(v.run.device)
     seed_everything(v.run.seed)
-    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
+    dataset = build_dataset(v.dataset)
     write_config(run_dir, cfg)
     reset_peak_memory(device)
     if no_weights(v.model.pretrained) and v.model.source != "hf":
@@ -184,11 +204,28 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         limit=v.run.limit, save_predictions=v.run.save_predictions, cache_dir=v.run.cache_dir,
         progress=v.run.progress,
     )
+    return Built(device, dataset, model, method, ctx)
+
+
+def evaluate(v: ValidatedConfig, built: Built):
+    """Step 3: the task's own ``evaluate``; returns its result and the seconds it took."""
+    from clipbench.tasks import TASKS
+
     started = time.perf_counter()
-    result = TASKS.get(v.task.name).evaluate(model, dataset, method, v.task, ctx)
+    result = TASKS.get(v.task.name).evaluate(built.model, built.dataset, built.method, v.task, built.ctx)
     seconds = time.perf_counter() - started
     if result.n == 0:
         raise DataError(f"no sample was evaluated: {nothing_evaluated(v.dataset, result)}")
+    return result, seconds
+
+
+def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash: str, experiment: str | None,
+                method_config: str | None) -> tuple[list[dict], dict]:
+    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload."""
+    from clipbench.metrics.uncertainty import bootstrap_interval
+    from clipbench.runtime import peak_memory_mb
+
+    device = built.device
     items = result.throughput.items or result.n
     items_per_s = items / seconds if seconds > 0 else 0.0
     peak = peak_memory_mb(device)
@@ -205,7 +242,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         "model_arch": v.model.arch,
         "model_pretrained": v.model.pretrained or "",
         "method": v.method.name,
-        "method_params": json.dumps({**method.params(), "config": method_config or v.method.name}, sort_keys=True),
+        "method_params": json.dumps({**built.method.params(), "config": method_config or v.method.name}, sort_keys=True),
         "items_per_s": round(items_per_s, 3),
         "peak_mem_mb": round(peak, 1),
         "device": str(device),
@@ -240,20 +277,27 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         "ci": {"level": v.run.ci.level, "resamples": v.run.ci.resamples, "seconds": ci_seconds, "intervals": intervals},
         **result.extra,
     }
+    return rows, payload
+
+
+def write(v: ValidatedConfig, rows: list[dict], payload: dict, result, run_dir: Path, experiment: str | None) -> None:
+    """Step 5: predictions, outcomes and metrics.json in the run directory, the CSV rows (then W&B), the summary."""
+    from clipbench.metrics.uncertainty import OUTCOMES_FILE, save_outcomes
+
     if result.predictions is not None:
         write_predictions(run_dir, result.predictions)
-    save_outcomes(run_dir / OUTCOMES_FILE, result.outcomes, run_id)
+    save_outcomes(run_dir / OUTCOMES_FILE, result.outcomes, payload["run_id"])
     write_metrics(run_dir, payload)
-    _log(v, rows, payload, result, run_id, experiment, run_dir)
+    _log(v, rows, payload, result, payload["run_id"], experiment, run_dir)
     if result.skipped:
         reasons = ", ".join(f"{k}: {n}" for k, n in result.skip_reasons.items())
         print(f"skipped {result.skipped} sample(s) ({reasons})")
     print(format_table(with_intervals(rows), SUMMARY_COLUMNS))
     print(
-        f"throughput: {items_per_s:.1f} items/s end-to-end (text encoding and data loading included), "
-        f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"
+        f"throughput: {payload['items_per_s']:.1f} items/s end-to-end (text encoding and data loading included), "
+        f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {payload['peak_mem_mb']:.0f} MB "
+        f"({payload['device']})"
     )
-    return rows
 
 
 def nothing_evaluated(dataset_cfg, result) -> str:
