@@ -1,4 +1,4 @@
-"""The ``clipbench`` command: a Hydra app over clipbench/conf/ and experiments/ (groups task, dataset, model, method, logger, experiment)."""
+"""The ``clipbench`` command: a Hydra app over conf/ and experiments/ (groups task, dataset, model, method, logger, experiment)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,18 @@
 """Structured configs: dataclass schemas that every Hydra group is validated against before any work.
 
+This module only describes configs and imports no registry; ``clipbench.runner.validate`` walks the
+task, dataset and method registries to pick each group's schema.
+
 Each registered task, dataset and method names its own schema; ``validate`` merges the user's config
 into it, so an unknown key or a wrongly typed value fails with one line naming the key.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clipbench.errors import ConfigError
@@ -130,72 +132,6 @@ def to_schema(schema: type, node: Any, key: str):
     return obj
 
 
-@dataclass
-class ValidatedConfig:
-    run: RunConfig
-    model: ModelConfig
-    logger: LoggerConfig
-    task: Any
-    dataset: Any
-    method: Any
-    raw: DictConfig
-
-
-def validate(cfg: DictConfig) -> ValidatedConfig:
-    """Check every group against its schema; the first bad key raises ``ConfigError``.
-
-    Cheapest first, so most mistakes stop in about a second: the top-level keys before anything heavy is
-    imported, the dataset (its root) before the task and method registries, open_clip last.
-    """
-    for group in GROUP_KEYS:
-        if group not in cfg or cfg[group] is None:
-            raise ConfigError(group, f"no {group} selected; pass {group}=<name>")
-    unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS]
-    if unknown:
-        raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
-    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
-    logger = to_schema(LoggerConfig, cfg.logger, "logger")
-
-    from clipbench.data import DATASETS
-
-    task_name = _name(cfg.task, "task")
-    dataset_spec = DATASETS.get(dataset_kind(cfg.dataset))
-    if task_name not in dataset_spec.tasks:
-        raise ConfigError(
-            "dataset", f"{dataset_spec.name!r} does not serve task={task_name}; it serves {sorted(dataset_spec.tasks)}"
-        )
-    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
-
-    from clipbench.methods import METHODS
-    from clipbench.models.factory import vit_tower_shape
-    from clipbench.tasks import TASKS
-
-    task_spec = TASKS.get(task_name)
-    task = to_schema(task_spec.config, cfg.task, "task")
-    method_spec = METHODS.get(_name(cfg.method, "method"))
-    if task_spec.methods is not None and method_spec.name not in task_spec.methods:
-        raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
-    method = to_schema(method_spec.config, cfg.method, "method")
-    model = to_schema(ModelConfig, cfg.model, "model")
-    tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
-    if tower is not None:
-        method.check_tower(*tower)  # layer and head ranges, from the architecture's config
-    return ValidatedConfig(run, model, logger, task, dataset, method, cfg)
-
-
-def dataset_kind(node: Any) -> str:
-    """The registered loader of a dataset config: its ``catalogue`` (e.g. clip_benchmark), else its name."""
-    catalogue = node.get("catalogue") if isinstance(node, DictConfig) else getattr(node, "catalogue", None)
-    return str(catalogue) if catalogue else _name(node, "dataset") if isinstance(node, DictConfig) else str(node.name)
-
-
-def _name(node: Any, group: str) -> str:
-    name = node.get("name") if isinstance(node, DictConfig) else None
-    if not name:
-        raise ConfigError(f"{group}.name", f"the {group} config has no name")
-    return str(name)
-
-
 def as_plain(obj: Any) -> Any:
     """A dataclass config as plain JSON-able data."""
     if is_dataclass(obj):
@@ -216,18 +152,4 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name))
 
 
-def register_experiments() -> None:
-    """Each ``experiments/<name>.yaml`` becomes the Hydra option ``experiment=<name>`` (header package kept)."""
-    from hydra.core.config_store import ConfigStore
-
-    from clipbench.paths import experiments_dir
-
-    store = ConfigStore.instance()
-    for path in sorted(experiments_dir().glob("*.yaml")):
-        header = re.search(r"^#\s*@package\s+(\S+)", path.read_text(), re.MULTILINE)
-        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package=header and header.group(1),
-                    provider="clipbench")
-
-
 register_resolvers()
-register_experiments()

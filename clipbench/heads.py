@@ -8,7 +8,7 @@ inside the box sums the attention over the box's patch tokens (FALIP's own box -
 resize). Per (layer, head) the script writes the mean plain mass, prompted mass, their difference
 (``delta``) and mean |difference| to ``head_sensitivity.csv``, a layers x heads heatmap of ``delta`` to
 ``head_sensitivity.png`` and, with ``--top-k K``, a FALIP method config selecting the K heads with the
-largest ``--rank-by`` value (``falip_top<K>.yaml``: copy it to clipbench/conf/method/ and use ``method=falip_top<K>``,
+largest ``--rank-by`` value (``falip_top<K>.yaml``: copy it to conf/method/ (of a checkout) and use ``method=falip_top<K>``,
 or pass the printed overrides).
 
 Model and boxes come from clipbench's Hydra config, as ``key=value`` overrides: ``model=...`` (default

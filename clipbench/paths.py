@@ -1,24 +1,27 @@
 """Where clipbench finds its shipped files: Hydra configs, experiments and reported numbers.
 
-``clipbench/conf/`` is the primary Hydra config dir. The experiment configs live at the top of a
-checkout (``experiments/``); a built wheel ships the same folder as ``clipbench/experiments/``
-(pyproject's package-dir mapping), so an installed clipbench runs from any folder.
+A checkout holds them at the top (``conf/``, ``experiments/``); the package build maps both into the wheel as
+``clipbench.conf`` and ``clipbench.experiments`` (setup.py), so an installed clipbench runs from any folder.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-CONF_DIR = PACKAGE_DIR / "conf"
+
+def _package_folder(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the package {name} is not installed; reinstall clipbench")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+CONF_DIR = _package_folder("clipbench.conf")
 
 
 def experiments_dir() -> Path:
-    """The installed package's experiments, else the checkout's top-level ``experiments/``."""
-    for candidate in (PACKAGE_DIR / "experiments", PACKAGE_DIR.parent / "experiments"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no experiments folder next to {PACKAGE_DIR}; reinstall clipbench")
+    return _package_folder("clipbench.experiments")
 
 
 def reported_dir() -> Path:

@@ -8,14 +8,16 @@ import logging
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipbench.config import ValidatedConfig, as_plain, validate
-from clipbench.errors import DataError
+from clipbench.config import GROUP_KEYS, RUN_KEYS, LoggerConfig, ModelConfig, RunConfig, as_plain, to_schema
+from clipbench.errors import ConfigError, DataError
 from clipbench.models.weights import no_weights
 from clipbench.results.csv_store import append_rows, check_results_csv, read_results
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
@@ -48,6 +50,76 @@ def git_sha() -> str:
         return "unknown"
 
 
+# ---------------------------------------------------------------- step 1: validate
+
+
+@dataclass
+class ValidatedConfig:
+    run: RunConfig
+    model: ModelConfig
+    logger: LoggerConfig
+    task: Any
+    dataset: Any
+    method: Any
+    raw: DictConfig
+
+
+def validate(cfg: DictConfig) -> ValidatedConfig:
+    """Check every group against its schema; the first bad key raises ``ConfigError``.
+
+    Cheapest first, so most mistakes stop in about a second: the top-level keys before anything heavy is
+    imported, the dataset (its root) before the task and method registries, open_clip last.
+    """
+    for group in GROUP_KEYS:
+        if group not in cfg or cfg[group] is None:
+            raise ConfigError(group, f"no {group} selected; pass {group}=<name>")
+    unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS]
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
+    run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
+    logger = to_schema(LoggerConfig, cfg.logger, "logger")
+
+    from clipbench.data import DATASETS
+
+    task_name = _name(cfg.task, "task")
+    dataset_spec = DATASETS.get(dataset_kind(cfg.dataset))
+    if task_name not in dataset_spec.tasks:
+        raise ConfigError(
+            "dataset", f"{dataset_spec.name!r} does not serve task={task_name}; it serves {sorted(dataset_spec.tasks)}"
+        )
+    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+
+    from clipbench.methods import METHODS
+    from clipbench.models.factory import vit_tower_shape
+    from clipbench.tasks import TASKS
+
+    task_spec = TASKS.get(task_name)
+    task = to_schema(task_spec.config, cfg.task, "task")
+    method_spec = METHODS.get(_name(cfg.method, "method"))
+    if task_spec.methods is not None and method_spec.name not in task_spec.methods:
+        raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
+    method = to_schema(method_spec.config, cfg.method, "method")
+    model = to_schema(ModelConfig, cfg.model, "model")
+    tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
+    if tower is not None:
+        method.check_tower(*tower)  # layer and head ranges, from the architecture's config
+    return ValidatedConfig(run, model, logger, task, dataset, method, cfg)
+
+
+def dataset_kind(node: Any) -> str:
+    """The registered loader of a dataset config: its ``catalogue`` (e.g. clip_benchmark), else its name."""
+    catalogue = node.get("catalogue") if isinstance(node, DictConfig) else getattr(node, "catalogue", None)
+    return str(catalogue) if catalogue else _name(node, "dataset") if isinstance(node, DictConfig) else str(node.name)
+
+
+def _name(node: Any, group: str) -> str:
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    if not name:
+        raise ConfigError(f"{group}.name", f"the {group} config has no name")
+    return str(name)
+
+
+
 def config_hash(v: ValidatedConfig) -> str:
     """Identity of what is measured: task, data, model, method, seed and limit (not where it is logged)."""
     payload = {
@@ -70,7 +142,6 @@ _DATASET_CACHE: dict[str, object] = {}
 
 def build_dataset(dataset_cfg):
     """Datasets are read-only once built: jobs of one sweep process share them (parsed annotations, loaded arrays)."""
-    from clipbench.config import dataset_kind
     from clipbench.data import DATASETS
 
     key = json.dumps(as_plain(dataset_cfg), sort_keys=True, default=str)
@@ -84,24 +155,44 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     """Evaluate one config and return its result rows (also appended to the results CSV).
 
     ``method_config`` is the ``method=`` config chosen (e.g. falip_subtract); rows store it as
-    ``method_params["config"]`` (the method's name when it is not known).
+    ``method_params["config"]`` (the method's name when it is not known). The steps: validate, build,
+    evaluate, rows, write.
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
     check_results_csv(v.run.results_csv)
-    from clipbench.methods import METHODS
-    from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
-    from clipbench.models import load_model
-    from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
-    from clipbench.tasks import TASKS, RunContext
-
     chash = config_hash(v)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume and already_done(v.run.results_csv, chash):
         print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
         return []
+    built = build(v, cfg, run_dir)
+    result, seconds = evaluate(v, built)
+    rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
+    write(v, rows, payload, result, run_dir, experiment)
+    return rows
+
+
+@dataclass
+class Built:
+    """What a validated config builds: the device, dataset, model, method and the task's run context."""
+
+    device: Any
+    dataset: Any
+    model: Any
+    method: Any
+    ctx: Any
+
+
+def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
+    """Step 2: device, seed, dataset (a bad root or failed integrity check stops before the model loads), model, method."""
+    from clipbench.methods import METHODS
+    from clipbench.models import load_model
+    from clipbench.runtime import reset_peak_memory, resolve_device, seed_everything
+    from clipbench.tasks import RunContext
+
     device = resolve_device(v.run.device)
     seed_everything(v.run.seed)
-    dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads
+    dataset = build_dataset(v.dataset)
     write_config(run_dir, cfg)
     reset_peak_memory(device)
     if no_weights(v.model.pretrained) and v.model.source != "hf":
@@ -113,11 +204,28 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         limit=v.run.limit, save_predictions=v.run.save_predictions, cache_dir=v.run.cache_dir,
         progress=v.run.progress,
     )
+    return Built(device, dataset, model, method, ctx)
+
+
+def evaluate(v: ValidatedConfig, built: Built):
+    """Step 3: the task's own ``evaluate``; returns its result and the seconds it took."""
+    from clipbench.tasks import TASKS
+
     started = time.perf_counter()
-    result = TASKS.get(v.task.name).evaluate(model, dataset, method, v.task, ctx)
+    result = TASKS.get(v.task.name).evaluate(built.model, built.dataset, built.method, v.task, built.ctx)
     seconds = time.perf_counter() - started
     if result.n == 0:
         raise DataError(f"no sample was evaluated: {nothing_evaluated(v.dataset, result)}")
+    return result, seconds
+
+
+def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash: str, experiment: str | None,
+                method_config: str | None) -> tuple[list[dict], dict]:
+    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload."""
+    from clipbench.metrics.uncertainty import bootstrap_interval
+    from clipbench.runtime import peak_memory_mb
+
+    device = built.device
     items = result.throughput.items or result.n
     items_per_s = items / seconds if seconds > 0 else 0.0
     peak = peak_memory_mb(device)
@@ -134,7 +242,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         "model_arch": v.model.arch,
         "model_pretrained": v.model.pretrained or "",
         "method": v.method.name,
-        "method_params": json.dumps({**method.params(), "config": method_config or v.method.name}, sort_keys=True),
+        "method_params": json.dumps({**built.method.params(), "config": method_config or v.method.name}, sort_keys=True),
         "items_per_s": round(items_per_s, 3),
         "peak_mem_mb": round(peak, 1),
         "device": str(device),
@@ -169,20 +277,27 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         "ci": {"level": v.run.ci.level, "resamples": v.run.ci.resamples, "seconds": ci_seconds, "intervals": intervals},
         **result.extra,
     }
+    return rows, payload
+
+
+def write(v: ValidatedConfig, rows: list[dict], payload: dict, result, run_dir: Path, experiment: str | None) -> None:
+    """Step 5: predictions, outcomes and metrics.json in the run directory, the CSV rows (then W&B), the summary."""
+    from clipbench.metrics.uncertainty import OUTCOMES_FILE, save_outcomes
+
     if result.predictions is not None:
         write_predictions(run_dir, result.predictions)
-    save_outcomes(run_dir / OUTCOMES_FILE, result.outcomes, run_id)
+    save_outcomes(run_dir / OUTCOMES_FILE, result.outcomes, payload["run_id"])
     write_metrics(run_dir, payload)
-    _log(v, rows, payload, result, run_id, experiment, run_dir)
+    _log(v, rows, payload, result, payload["run_id"], experiment, run_dir)
     if result.skipped:
         reasons = ", ".join(f"{k}: {n}" for k, n in result.skip_reasons.items())
         print(f"skipped {result.skipped} sample(s) ({reasons})")
     print(format_table(with_intervals(rows), SUMMARY_COLUMNS))
     print(
-        f"throughput: {items_per_s:.1f} items/s end-to-end (text encoding and data loading included), "
-        f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"
+        f"throughput: {payload['items_per_s']:.1f} items/s end-to-end (text encoding and data loading included), "
+        f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {payload['peak_mem_mb']:.0f} MB "
+        f"({payload['device']})"
     )
-    return rows
 
 
 def nothing_evaluated(dataset_cfg, result) -> str:

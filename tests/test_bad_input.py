@@ -118,9 +118,8 @@ def test_wrong_shape_cache_files_are_recomputed(tmp_path, toy_root, monkeypatch)
 
 
 def _zeroshot_setup(toy_root, monkeypatch):
-    from clipbench.config import validate
     from clipbench.models import load_model
-    from clipbench.runner import build_dataset
+    from clipbench.runner import build_dataset, validate
     from clipbench.tasks import RunContext
 
     monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))

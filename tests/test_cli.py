@@ -79,8 +79,8 @@ def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
     import pytest
     from helpers import compose_config, tmp_overrides
 
-    from clipbench.config import validate
     from clipbench.errors import ConfigError
+    from clipbench.runner import validate
 
     for name in ("shape_names.txt", "test_files.txt"):  # the release's list files: the root itself passes
         (tmp_path / name).write_text("")
@@ -92,8 +92,8 @@ def test_unsupported_method_for_a_task_fails_before_work(tmp_path):
 def test_run_key_errors_name_the_key_as_typed(tmp_path):
     from helpers import compose_config, tmp_overrides
 
-    from clipbench.config import validate
     from clipbench.errors import ConfigError
+    from clipbench.runner import validate
 
     for override, prefix in (("limit=abc", "limit: "), ("batch_size=0", "batch_size: ")):
         cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={tmp_path}", override))

@@ -5,9 +5,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from clipbench.cli import CONF_DIR
-from clipbench.config import validate
 from clipbench.errors import ConfigError
 from clipbench.paths import experiments_dir
+from clipbench.runner import validate
 
 EXPERIMENTS = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 DATA_KEYS = ("dataset.", "model.pretrained")  # acceptable: no data or weights on this machine

@@ -39,6 +39,7 @@ def wheel_venv(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "clipbench/conf/config.yaml" in names and "clipbench/experiments/toy_default.yaml" in names
     assert "clipbench/experiments/reported/falip.csv" in names
+    assert "hydra_plugins/clipbench_experiments/experiment_source.py" in names
     venv = tmp / "venv"
     _sh([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     site = _sh([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()

@@ -16,10 +16,9 @@ from conftest import TINY_ARCH, base_args, run_cli
 from helpers import compose_config, tmp_overrides
 from test_projection import numpy_reference_v1
 
-from clipbench.config import validate
 from clipbench.errors import ConfigError
 from clipbench.models import load_model
-from clipbench.runner import run
+from clipbench.runner import run, validate
 from clipbench.tasks.pointcloud import search_view_weights, view_logits
 from clipbench.toy.writers.pointclouds import write_modelnet40, write_scanobjectnn
 

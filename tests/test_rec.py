@@ -296,7 +296,7 @@ def test_falip_through_the_method_interface(model, refer_data):
 def test_experiment_configs_compose():
     from hydra import compose, initialize_config_dir
 
-    from clipbench.config import validate
+    from clipbench.runner import validate
 
     with initialize_config_dir(CONF_DIR, version_base=None):
         cfg = compose("config", overrides=["experiment=falip_rec", "dataset=refcoco+", "method=falip_subtract"], return_hydra_config=True)

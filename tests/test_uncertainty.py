@@ -178,8 +178,8 @@ def test_a_run_keeps_outcomes_and_writes_intervals(tmp_path, cifar_root, capsys)
 
 
 def test_bad_interval_settings_fail_before_work(tmp_path, cifar_root):
-    from clipbench.config import validate
     from clipbench.errors import ConfigError
+    from clipbench.runner import validate
 
     for override, key in (("ci.level=1.5", "ci.level"), ("ci.resamples=-1", "ci.resamples")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
