@@ -9,7 +9,9 @@ per-sample ``outcomes.npz``, found under ``--runs``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -147,6 +149,23 @@ def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return layouts
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def experiment_folder(experiment: str, taken: set[str]) -> str:
+    """A folder name under the report's ``--out`` for an experiment name read from a results CSV.
+
+    The CSV may come from someone else: a name must never choose where files land (``../../x``, ``/abs``),
+    so every character outside ``[A-Za-z0-9._+=-]`` becomes ``_``, leading dots are dropped, and a name that
+    collides with an earlier experiment's folder gets a short digest of the original name appended.
+    """
+    folder = _UNSAFE.sub("_", experiment).lstrip(".") or "adhoc"
+    if folder in taken:
+        folder = f"{folder}-{hashlib.sha1(experiment.encode()).hexdigest()[:8]}"
+    taken.add(folder)
+    return folder
+
+
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
     from clipbench.report import plots, suite
 
@@ -156,8 +175,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
     out_dir.mkdir(parents=True, exist_ok=True)
     index = ["# clipbench results", "", f"From `{results_csv}` ({len(results)} rows).", ""]
     wandb_parts = {}
+    folders: set[str] = set()
     for experiment, part in results.groupby("experiment"):
-        exp_dir = out_dir / str(experiment)
+        folder = experiment_folder(str(experiment), folders)
+        exp_dir = out_dir / folder
         exp_dir.mkdir(parents=True, exist_ok=True)
         tested = paired_tests(part[~part["metric"].isin(NOT_HEADLINE)], outcomes)
         table = compare(tested, reported)
@@ -169,10 +190,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
             f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
         (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
-        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment))
-        index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
-                  f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
-        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures] + suite_lines
+        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment), folder)
+        index += [f"## {experiment}", "", f"* [paper layout]({folder}/table.md) ([LaTeX]({folder}/table.tex))",
+                  f"* [reproduced vs reported]({folder}/comparison.md) ([LaTeX]({folder}/comparison.tex))"]
+        index += [f"* ![{p.stem}]({folder}/{p.name})" for p in figures] + suite_lines
         matched = table["reported"].notna().sum()
         tests = int(table["p_value"].notna().sum())
         index += [f"* {len(table)} result rows, {matched} with a reported counterpart, "

@@ -1,0 +1,45 @@
+"""Hostile input: a results CSV never decides where files land, interrupted runs end in one line."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clipbench.report.build import build_report
+from clipbench.results.csv_store import RESULT_COLUMNS, append_rows
+
+
+def _row(experiment, value):
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(run_id=f"r{value}", timestamp="2026-01-01T00:00:00+00:00", split="val", n=10, seed=0, device="cpu",
+               config_hash=f"h{value}", experiment=experiment, task="rec", dataset="refcoco", model_arch="toyclip",
+               method="falip", method_params=json.dumps({"alpha": 0.5}), metric="accuracy", value=value)
+    return row
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/clipbench_abs_escape/x"])
+def test_report_keeps_every_file_under_out_whatever_the_experiment_name(tmp_path, name):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    csv = work / "results.csv"
+    append_rows(csv, [_row(name, 0.5), _row("plain", 0.25)])
+    out = work / "report"
+    before = {p for p in tmp_path.rglob("*")}
+    index = build_report(csv, out, runs=[])
+    new = {p for p in tmp_path.rglob("*")} - before
+    assert new and all(p == out or out in p.parents for p in new), sorted(map(str, new - {out}))
+    text = index.read_text()
+    assert f"## {name}" in text and "## plain" in text  # the heading still names the experiment as run
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2 and "plain" in folders
+    assert not Path("/tmp/clipbench_abs_escape").exists()
+
+
+def test_experiments_whose_names_clean_to_one_folder_stay_apart(tmp_path):
+    csv = tmp_path / "results.csv"
+    append_rows(csv, [_row("a/b", 0.5), _row("a_b", 0.25)])
+    build_report(csv, tmp_path / "out", runs=[])
+    folders = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert len(folders) == 2
+    headings = {f.name: (f / "table.md").read_text().splitlines()[0] for f in folders}
+    assert sorted(headings.values()) == ["# a/b", "# a_b"]
