@@ -43,3 +43,38 @@ def test_experiments_whose_names_clean_to_one_folder_stay_apart(tmp_path):
     assert len(folders) == 2
     headings = {f.name: (f / "table.md").read_text().splitlines()[0] for f in folders}
     assert sorted(headings.values()) == ["# a/b", "# a_b"]
+
+
+def test_malformed_model_config_json_is_one_line(tmp_path, monkeypatch, cifar_root):
+    from conftest import base_args, run_cli
+
+    folder = tmp_path / "model_configs"
+    folder.mkdir()
+    (folder / "broken.json").write_text('{"embed_dim": 8,')
+    monkeypatch.setenv("CLIPBENCH_MODEL_CONFIGS", str(folder))
+    data = (f"dataset.root={cifar_root}", "dataset.check_integrity=false")
+    for args in (base_args(tmp_path, *data, "model.arch=broken"), base_args(tmp_path, *data)):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert f"CLIPBENCH_MODEL_CONFIGS: {folder / 'broken.json'} is not valid JSON" in proc.stderr
+        assert not (tmp_path / "results.csv").exists()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, cifar_root):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, base_args
+
+    args = base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false")
+    code = ("import sys\nimport clipbench.runner\n"
+            "def interrupted(*a, **k):\n    raise KeyboardInterrupt\n"
+            "clipbench.runner.run = interrupted\n"
+            f"sys.argv = ['clipbench', *{args!r}]\n"
+            "from clipbench.cli import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted:")
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
