@@ -78,3 +78,34 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, cifar_root):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted:")
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+
+
+def test_dead_wandb_endpoint_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+    import socket
+    import threading
+
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from clipbench.config import WandbConfig
+    from clipbench.results.wandb_logger import log_run
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept_and_never_answer():
+        while True:
+            held.append(server.accept()[0])
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    wcfg = OmegaConf.structured(WandbConfig(mode="online", init_timeout=2.0))
+    with caplog.at_level("WARNING"):
+        logged = log_run(wcfg, "dead-endpoint", {"a": 1}, {"top1": 0.5}, {"t": pd.DataFrame({"x": [1]})}, None, tmp_path)
+    assert logged
+    assert "W&B did not answer within 2 s" in caplog.text
+    assert list((tmp_path / "wandb").glob("offline-run-*")), list((tmp_path / "wandb").iterdir())

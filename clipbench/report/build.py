@@ -229,6 +229,9 @@ def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
 
     import wandb
 
+    from clipbench.config import WandbConfig
+    from clipbench.results.wandb_logger import init_run
+
     mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
     for experiment, (table, layout, figures) in parts.items():
         numbers = table[KEYS + ["model", "method_label", "method_params"] + [c for c in NUMERIC if c in table]].copy()
@@ -238,8 +241,8 @@ def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
         for col in ("inside", "significant"):
             if col in table:
                 numbers[col] = table[col].astype("boolean").fillna(False).astype(bool)
-        run = wandb.init(project=project, group=experiment, name=f"report-{experiment}", job_type="report", mode=mode,
-                         dir=str(out_dir))
+        run = init_run(mode, WandbConfig().init_timeout, project=project, group=experiment,
+                       name=f"report-{experiment}", job_type="report", dir=str(out_dir))
         logged = {"comparison": wandb.Table(dataframe=numbers)}
         logged |= {f"table/{task}": wandb.Table(dataframe=t.astype(str)) for task, t in layout.items()}
         logged |= {f"plots/{p.stem}": wandb.Image(str(p)) for p in figures}
