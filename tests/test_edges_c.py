@@ -109,3 +109,13 @@ def test_dead_wandb_endpoint_falls_back_to_offline(tmp_path, monkeypatch, caplog
     assert logged
     assert "W&B did not answer within 2 s" in caplog.text
     assert list((tmp_path / "wandb").glob("offline-run-*")), list((tmp_path / "wandb").iterdir())
+
+
+def test_a_file_name_too_long_for_the_filesystem_is_a_skipped_sample(tmp_path, toy_root, monkeypatch):
+    from test_bad_input import _gallery_copy, _retrieval
+
+    def too_long(data):
+        data["images"][0]["filename"] = "x" * 300 + ".jpg"  # over the 255-byte name limit: ENAMETOOLONG
+
+    ann, images, _ = _gallery_copy(toy_root, tmp_path / "g", edit=too_long)
+    assert _retrieval(tmp_path, toy_root, monkeypatch, ann, images)["skipped"] == (1, 30)
