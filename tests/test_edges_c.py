@@ -119,3 +119,27 @@ def test_a_file_name_too_long_for_the_filesystem_is_a_skipped_sample(tmp_path, t
 
     ann, images, _ = _gallery_copy(toy_root, tmp_path / "g", edit=too_long)
     assert _retrieval(tmp_path, toy_root, monkeypatch, ann, images)["skipped"] == (1, 30)
+
+
+@pytest.mark.filterwarnings("ignore:model.pretrained is null")
+def test_heads_skips_a_fifo_and_a_decompression_bomb_like_the_runs(tmp_path, capsys):
+    import os
+    import threading
+
+    from PIL import Image
+    from test_falip_head_sensitivity import write_fixture
+
+    from clipbench.heads import main
+
+    images, boxes = write_fixture(tmp_path)
+    os.mkfifo(images / "fifo.png")
+    Image.new("L", (13400, 13400)).save(images / "bomb.png")  # 180 MP, over PIL's limit; a small file
+    pairs = json.loads(boxes.read_text()) | {"fifo.png": [[0, 0, 8, 8]], "bomb.png": [[0, 0, 8, 8]]}
+    boxes.write_text(json.dumps(pairs))
+    result = []
+    args = ["--images", str(images), "--boxes", str(boxes), "--out", str(tmp_path / "out")]
+    worker = threading.Thread(target=lambda: result.append(main(args)), daemon=True)
+    worker.start()
+    worker.join(240)  # a hang guard: opening a FIFO without a writer blocks forever
+    assert not worker.is_alive() and result == [0]
+    assert "4 image+box pairs (2 skipped)" in capsys.readouterr().out
