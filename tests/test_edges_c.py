@@ -143,3 +143,19 @@ def test_heads_skips_a_fifo_and_a_decompression_bomb_like_the_runs(tmp_path, cap
     worker.join(240)  # a hang guard: opening a FIFO without a writer blocks forever
     assert not worker.is_alive() and result == [0]
     assert "4 image+box pairs (2 skipped)" in capsys.readouterr().out
+
+
+def test_search_over_only_unreadable_images_is_one_line(tmp_path, capsys):
+    from conftest import TINY_ARCH
+
+    from clipbench.search import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not an image")
+    (folder / "b.png").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--images", str(folder), "--query", "x", "--arch", TINY_ARCH, "--cache-dir", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "sheet.png"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: --images: none of the 2 image(s) in {folder} could be read"

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clipbench.data.base import is_regular_file, register_dataset, release_folder, require_dir, require_release
+from clipbench.data.base import (
+    is_regular_file,
+    register_dataset,
+    release_folder,
+    require_dir,
+    require_release,
+)
 from clipbench.errors import ConfigError, DataError
 
 SAMPLINGS = ("first", "fps")
