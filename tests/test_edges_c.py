@@ -159,3 +159,65 @@ def test_search_over_only_unreadable_images_is_one_line(tmp_path, capsys):
               "--out", str(tmp_path / "sheet.png"), "--no-progress"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: --images: none of the 2 image(s) in {folder} could be read"
+
+
+def _validate_and_stop_before_loading(tmp_path, monkeypatch, *overrides):
+    """runner.run with dataset building and model loading replaced by failures: a ConfigError/DataError
+    raised while validating comes before both."""
+    from helpers import compose_config, tmp_overrides
+
+    import clipbench.models
+    from clipbench import runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset or the model was loaded before the check")
+
+    monkeypatch.setattr(clipbench.models, "load_model", no_loading)
+    monkeypatch.setattr(runner, "build_dataset", no_loading)
+    runner.run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda labels: labels.__setitem__(0, 100), r"1 label\(s\) outside 0..99 \(first: 100\)"),
+    (lambda labels: labels.__setitem__(1, -1), r"1 label\(s\) outside 0..99 \(first: -1\)"),
+    (lambda labels: labels.append(3), r"41 labels for 40 images"),
+])
+def test_cifar_labels_are_checked_while_validating(tmp_path, monkeypatch, edit, message):
+    from conftest import colour_images
+
+    from clipbench.errors import DataError
+    from clipbench.toy.writers.classification import write_cifar100
+
+    images, labels, names = colour_images(40)
+    names = list(names) + [f"extra {i}" for i in range(100 - len(names))]
+    labels = list(labels)
+    edit(labels)
+    write_cifar100(tmp_path / "cifar", "test", images, labels, names)
+    with pytest.raises(DataError, match=message):
+        _validate_and_stop_before_loading(tmp_path, monkeypatch, f"dataset.root={tmp_path / 'cifar'}",
+                                          "dataset.check_integrity=false")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("task.templates=['a photo of {} with {braces}']", "task.templates"),
+    ("task.templates=['an unbalanced { brace around {}']", "task.templates"),
+])
+def test_a_template_with_a_second_field_is_refused_while_validating(tmp_path, monkeypatch, cifar_root, override, key):
+    from clipbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        _validate_and_stop_before_loading(tmp_path, monkeypatch, f"dataset.root={cifar_root}",
+                                          "dataset.check_integrity=false", override)
+
+
+def test_rec_and_prompt_text_templates_refuse_a_second_field():
+    from clipbench.data.templates import has_one_field
+    from clipbench.errors import ConfigError
+    from clipbench.methods.visual_prompts import ShadeConfig
+    from clipbench.tasks.rec import RecConfig
+
+    assert has_one_field("a photo of {}") and has_one_field("{{literal}} {}")
+    with pytest.raises(ConfigError, match="task.template"):
+        RecConfig(template="a photo of {} in {place}").validate()
+    with pytest.raises(ConfigError, match="method.text_template"):
+        ShadeConfig(text_template="{} {}").validate()
