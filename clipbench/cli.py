@@ -166,7 +166,11 @@ def main() -> None:
 
     register_as_joblib()
     quiet_third_party_output()
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted: rows already written are kept; rerun with resume=true to skip them", file=sys.stderr)
+        sys.exit(130)  # the shell's code for SIGINT
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class WandbConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     dir: str | None = None  # where W&B keeps its files; null = the run directory
+    init_timeout: float = 15.0  # seconds to wait for an online endpoint before logging offline
 
 
 @dataclass

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
+from clipbench.data.base import open_rgb
 from clipbench.errors import ClipbenchError, ConfigError, DataError
 from clipbench.methods.foveal_bias import RESIZE_MODES, PatchGrid, image_transform, region_patch_weights
 from clipbench.methods.visual_prompts import RED, draw_ellipses, falip_line_width, red_circle_falip
@@ -119,9 +119,8 @@ def measure(loaded, samples, prompt: str = "red_circle", resize: str = "square",
     for start in range(0, len(samples), batch_size):
         tensors, masks = [], []
         for path, box in samples[start : start + batch_size]:
-            try:
-                image = Image.open(path).convert("RGB")
-            except OSError:
+            image = open_rgb(path)  # the runs' reader: FIFOs, decompression bombs, odd modes skip and count
+            if image is None:
                 skipped += 1
                 continue
             inside = region_patch_weights([box], image.width, image.height, grid, resize, alpha=1.0, shape="uniform")

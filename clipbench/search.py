@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from clipbench.config import ASSETS_DIR
 from clipbench.data.captions import IMAGE_SUFFIXES
-from clipbench.errors import ClipbenchError, ConfigError
+from clipbench.errors import ClipbenchError, ConfigError, DataError
 from clipbench.runtime import Throughput, resolve_device
 from clipbench.tasks.base import RunContext
 from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
@@ -109,6 +109,8 @@ def search(args: argparse.Namespace) -> int:
     meter = Throughput(device)
     feats = image_features(model, files, ["search"], ctx, meter, desc="embedding folder")
     readable = int((~torch.isnan(feats).any(dim=1)).sum())
+    if readable == 0:
+        raise DataError(f"--images: none of the {len(paths)} image(s) in {folder} could be read")
     source = "embedded" if meter.forward_seconds > 0 else "loaded from the cache:"
     print(f"{source} {readable} image(s) from {folder}" + (f" ({len(paths) - readable} unreadable, skipped)" if readable < len(paths) else ""))
     query = texts_features(model, [args.query], ctx)[0]

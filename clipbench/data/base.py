@@ -117,10 +117,16 @@ def file_identity(paths) -> list:
 IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def is_regular_file(path: str | Path) -> bool:
+    """Like ``Path.is_file``, but False (not an exception) for names the filesystem refuses, e.g. one over
+    the 255-byte name limit (``Path.is_file`` raises ENAMETOOLONG on Python 3.11)."""
+    return os.path.isfile(path)
+
+
 def open_rgb(path: str | Path | None) -> Image.Image | None:
     """The image as RGB, or None when it is missing, not a regular file (a FIFO would block forever),
     over PIL's decompression-bomb limit or otherwise unreadable (callers count it as skipped)."""
-    if path is None or not Path(path).is_file():
+    if path is None or not is_regular_file(path):
         return None
     try:
         with Image.open(path) as im:

@@ -77,6 +77,7 @@ class CifarConfig:
                 raise ConfigError("dataset.root", f"{root / CIFAR_DIR / self.split} does not exist; {CIFAR_HOW}")
             if self.check_integrity:
                 verify_cifar_release(root, self.split)
+            read_cifar(root, self.split)  # labels checked before any model is loaded
 
 
 class Cifar100(ClassificationDataset):
@@ -86,16 +87,7 @@ class Cifar100(ClassificationDataset):
             self._verify_or_download(root, split, download)
         elif check_integrity:
             verify_cifar_release(root, split)
-        base = root / CIFAR_DIR
-        try:
-            batch = _read_pickle(base / split)
-            meta = _read_pickle(base / CIFAR_META)
-            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            self.labels = [int(x) for x in batch["fine_labels"]]
-            names = meta["fine_label_names"]
-        except (KeyError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-            raise DataError(f"{base}: not a valid cifar-100-python release ({type(exc).__name__}: {exc})") from None
-        self.data = data
+        self.data, self.labels, names = read_cifar(root, split)
         self.classnames = [n.replace("_", " ") for n in names]
 
     @staticmethod
@@ -131,6 +123,26 @@ class _PlainUnpickler(pickle.Unpickler):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def read_cifar(root: Path, split: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """(images HxWx3 uint8, fine labels, class names) of a cifar-100-python split; one label per image,
+    each in 0..len(names)-1, or a DataError naming the file."""
+    base = root / CIFAR_DIR
+    try:
+        batch = _read_pickle(base / split)
+        names = list(_read_pickle(base / CIFAR_META)["fine_label_names"])
+        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = [int(x) for x in batch["fine_labels"]]
+    except (KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        raise DataError(f"{base}: not a valid cifar-100-python release ({type(exc).__name__}: {exc})") from None
+    if len(labels) != len(data):
+        raise DataError(f"{base / split}: {len(labels)} labels for {len(data)} images")
+    bad = [y for y in labels if not 0 <= y < len(names)]
+    if bad:
+        raise DataError(f"{base / split}: {len(bad)} label(s) outside 0..{len(names) - 1} (first: {bad[0]}), "
+                        f"the range of {base / CIFAR_META}'s {len(names)} class names")
+    return data, labels, names
 
 
 def _read_pickle(path: Path) -> dict:

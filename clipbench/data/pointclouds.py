@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clipbench.data.base import register_dataset, release_folder, require_dir, require_release
+from clipbench.data.base import (
+    is_regular_file,
+    register_dataset,
+    release_folder,
+    require_dir,
+    require_release,
+)
 from clipbench.errors import ConfigError, DataError
 
 SAMPLINGS = ("first", "fps")
@@ -179,7 +185,7 @@ def resolve_listed(entry: str, root: Path, list_file: Path) -> Path:
     rel = Path(entry)
     candidates = [rel] if rel.is_absolute() else [root / rel, root / Path(*rel.parts[1:]), list_file.parent / rel.name]
     for path in candidates:
-        if path.is_file():
+        if is_regular_file(path):
             return path
     raise DataError(f"{list_file} names {entry}, which is not under {root} (looked at {candidates[0]})")
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from clipbench.data.base import (
     ImageRoot,
+    is_regular_file,
     load_hf_split,
     open_rgb,
     register_dataset,
@@ -321,7 +322,7 @@ def _resolve_image(images_root: ImageRoot, *names: str | None) -> Path | None:
     if any(images_root.path(n) is None for n in given):
         return None
     candidates = [images_root.folder / n for n in given] + [images_root.folder / Path(n).name for n in given]
-    return next((p for p in candidates if p.is_file()), candidates[0] if candidates else images_root.folder)
+    return next((p for p in candidates if is_regular_file(p)), candidates[0] if candidates else images_root.folder)
 
 
 def load_refer_hf(cfg: HFReferConfig) -> RecDataset:

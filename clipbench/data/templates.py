@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 
 from clipbench.errors import ConfigError
@@ -35,6 +36,16 @@ TEMPLATE_SETS: dict[str, list[str]] = {
 }
 
 
+def has_one_field(template: str) -> bool:
+    """True when ``template.format(name)`` fills exactly one ``{}`` and nothing else: a second field such as
+    ``{braces}``, a numbered ``{0}`` twice or an unbalanced brace would fail only once texts are encoded."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return False
+    return fields == [("", "", None)]
+
+
 def resolve_templates(spec: str | Sequence[str]) -> list[str]:
     """A named template set, or an explicit list of strings each holding one ``{}``."""
     if isinstance(spec, str):
@@ -42,7 +53,7 @@ def resolve_templates(spec: str | Sequence[str]) -> list[str]:
             raise ConfigError("task.templates", f"unknown template set {spec!r}; choose one of {sorted(TEMPLATE_SETS)} or give a list")
         return list(TEMPLATE_SETS[spec])
     templates = list(spec)
-    bad = [t for t in templates if t.count("{}") != 1]
+    bad = [t for t in templates if not has_one_field(t)]
     if not templates or bad:
         raise ConfigError("task.templates", f"each template needs exactly one '{{}}'; bad: {bad or 'empty list'}")
     return templates

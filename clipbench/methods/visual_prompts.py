@@ -45,6 +45,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
+from clipbench.data.templates import has_one_field
 from clipbench.errors import ConfigError
 from clipbench.methods.base import METHODS, Method, MethodConfig, Region, register_method
 from clipbench.methods.foveal_bias import RESIZE_MODES, image_transform, model_normalize
@@ -399,8 +400,8 @@ class ShadeConfig(EditConfig):
         super().validate()
         if len(self.rgba) != 4 or not all(0 <= c <= 255 for c in self.rgba):
             raise ConfigError("method.rgba", f"must be four values in 0..255, got {self.rgba}")
-        if self.text_template.count("{}") != 1:
-            raise ConfigError("method.text_template", "needs exactly one '{}'")
+        if not has_one_field(self.text_template):
+            raise ConfigError("method.text_template", f"needs exactly one '{{}}' and no other field, got {self.text_template!r}")
 
 
 @register_method("shade", ShadeConfig)

@@ -42,6 +42,8 @@ def register_model_configs() -> None:
         import open_clip
 
         for path in model_config_paths():
+            for file in [path] if path.is_file() else sorted(path.glob("*.json")):
+                read_model_json(file)  # open_clip's own scan stops at a malformed file with a traceback
             open_clip.add_model_config(path)
         _registered = True
 
@@ -49,6 +51,14 @@ def register_model_configs() -> None:
 def model_config_paths() -> list[Path]:
     """The folders (or JSON files) clipbench registers with open_clip, in registration order."""
     return [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
+
+
+def read_model_json(file: Path) -> dict:
+    """One model JSON; a malformed one is a config error naming the file, line and column."""
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("CLIPBENCH_MODEL_CONFIGS", f"{file} is not valid JSON ({exc})") from None
 
 
 def available_archs() -> list[str]:
@@ -72,7 +82,7 @@ def arch_config(arch: str) -> dict | None:
     for path in reversed(paths + model_config_paths()):
         file = path / f"{arch}.json" if path.is_dir() else path
         if file.is_file() and file.suffix == ".json" and file.stem == arch:
-            config = json.loads(file.read_text())
+            config = read_model_json(file)
             if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
                 return config
     return None

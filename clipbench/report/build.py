@@ -9,7 +9,9 @@ per-sample ``outcomes.npz``, found under ``--runs``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -147,6 +149,23 @@ def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return layouts
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def experiment_folder(experiment: str, taken: set[str]) -> str:
+    """A folder name under the report's ``--out`` for an experiment name read from a results CSV.
+
+    The CSV may come from someone else: a name must never choose where files land (``../../x``, ``/abs``),
+    so every character outside ``[A-Za-z0-9._+=-]`` becomes ``_``, leading dots are dropped, and a name that
+    collides with an earlier experiment's folder gets a short digest of the original name appended.
+    """
+    folder = _UNSAFE.sub("_", experiment).lstrip(".") or "adhoc"
+    if folder in taken:
+        folder = f"{folder}-{hashlib.sha1(experiment.encode()).hexdigest()[:8]}"
+    taken.add(folder)
+    return folder
+
+
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
     from clipbench.report import plots, suite
 
@@ -156,8 +175,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
     out_dir.mkdir(parents=True, exist_ok=True)
     index = ["# clipbench results", "", f"From `{results_csv}` ({len(results)} rows).", ""]
     wandb_parts = {}
+    folders: set[str] = set()
     for experiment, part in results.groupby("experiment"):
-        exp_dir = out_dir / str(experiment)
+        folder = experiment_folder(str(experiment), folders)
+        exp_dir = out_dir / folder
         exp_dir.mkdir(parents=True, exist_ok=True)
         tested = paired_tests(part[~part["metric"].isin(NOT_HEADLINE)], outcomes)
         table = compare(tested, reported)
@@ -169,10 +190,10 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
             f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
         (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
-        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment))
-        index += [f"## {experiment}", "", f"* [paper layout]({experiment}/table.md) ([LaTeX]({experiment}/table.tex))",
-                  f"* [reproduced vs reported]({experiment}/comparison.md) ([LaTeX]({experiment}/comparison.tex))"]
-        index += [f"* ![{p.stem}]({experiment}/{p.name})" for p in figures] + suite_lines
+        suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment), folder)
+        index += [f"## {experiment}", "", f"* [paper layout]({folder}/table.md) ([LaTeX]({folder}/table.tex))",
+                  f"* [reproduced vs reported]({folder}/comparison.md) ([LaTeX]({folder}/comparison.tex))"]
+        index += [f"* ![{p.stem}]({folder}/{p.name})" for p in figures] + suite_lines
         matched = table["reported"].notna().sum()
         tests = int(table["p_value"].notna().sum())
         index += [f"* {len(table)} result rows, {matched} with a reported counterpart, "
@@ -208,6 +229,9 @@ def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
 
     import wandb
 
+    from clipbench.config import WandbConfig
+    from clipbench.results.wandb_logger import init_run
+
     mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
     for experiment, (table, layout, figures) in parts.items():
         numbers = table[KEYS + ["model", "method_label", "method_params"] + [c for c in NUMERIC if c in table]].copy()
@@ -217,8 +241,8 @@ def _log_wandb(parts: dict, out_dir: Path, project: str) -> None:
         for col in ("inside", "significant"):
             if col in table:
                 numbers[col] = table[col].astype("boolean").fillna(False).astype(bool)
-        run = wandb.init(project=project, group=experiment, name=f"report-{experiment}", job_type="report", mode=mode,
-                         dir=str(out_dir))
+        run = init_run(mode, WandbConfig().init_timeout, project=project, group=experiment,
+                       name=f"report-{experiment}", job_type="report", dir=str(out_dir))
         logged = {"comparison": wandb.Table(dataframe=numbers)}
         logged |= {f"table/{task}": wandb.Table(dataframe=t.astype(str)) for task, t in layout.items()}
         logged |= {f"plots/{p.stem}": wandb.Image(str(p)) for p in figures}

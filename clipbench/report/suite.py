@@ -99,9 +99,10 @@ def reproduced_vs_reported_plot(merged: pd.DataFrame, path: Path) -> Path | None
     return path
 
 
-def write_suite_report(results: pd.DataFrame, reported: pd.DataFrame, out_dir: Path, experiment: str) -> list[str]:
-    """Writes ``variants.md``/``.tex`` and the scatter plot into out_dir; returns index lines ([] when the
-    experiment ran no catalogue dataset)."""
+def write_suite_report(results: pd.DataFrame, reported: pd.DataFrame, out_dir: Path, experiment: str,
+                       folder: str) -> list[str]:
+    """Writes ``variants.md``/``.tex`` and the scatter plot into out_dir (the index's ``folder``); returns index
+    lines ([] when the experiment ran no catalogue dataset)."""
     rows = suite_rows(results)
     if rows.empty:
         return []
@@ -110,8 +111,8 @@ def write_suite_report(results: pd.DataFrame, reported: pd.DataFrame, out_dir: P
     note = "Reproduced x100; open_clip's reported value in brackets where it publishes one."
     (out_dir / "variants.md").write_text(f"# {experiment}: models x datasets\n\n{note}\n\n" + to_markdown(table))
     (out_dir / "variants.tex").write_text(to_latex(table, f"{experiment}: reproduced (reported) x100"))
-    lines = [f"* [models x datasets]({experiment}/variants.md) ([LaTeX]({experiment}/variants.tex))"]
+    lines = [f"* [models x datasets]({folder}/variants.md) ([LaTeX]({folder}/variants.tex))"]
     plot = reproduced_vs_reported_plot(merged, out_dir / "reproduced_vs_reported.png")
     if plot is not None:
-        lines.append(f"* ![reproduced vs reported]({experiment}/{plot.name})")
+        lines.append(f"* ![reproduced vs reported]({folder}/{plot.name})")
     return lines

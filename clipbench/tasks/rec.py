@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from clipbench.data.loading import prefetched
+from clipbench.data.templates import has_one_field
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import Box, clip_box, is_malformed
 from clipbench.metrics.iou import box_iou
@@ -44,7 +45,7 @@ class RecConfig:
     bank_size: int = 500  # caption bank for method.subtract
 
     def validate(self) -> None:
-        if self.template.count("{}") != 1:
+        if not has_one_field(self.template):
             raise ConfigError("task.template", f"needs exactly one '{{}}', got {self.template!r}")
         if not 0 <= self.iou_threshold < 1:
             raise ConfigError("task.iou_threshold", f"must be in [0, 1), got {self.iou_threshold}")
