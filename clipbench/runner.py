@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -146,6 +147,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
+    warn_undefined(metrics)
     ci_started = time.perf_counter()
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
     for name, outcome in result.outcomes.items():
@@ -183,6 +185,14 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"
     )
     return rows
+
+
+def warn_undefined(metrics: dict) -> None:
+    """One line naming the metrics that came out NaN; their rows are kept and read "undefined"."""
+    undefined = [name for name, value in metrics.items() if value != value]
+    if undefined:
+        print(f"warning: {', '.join(undefined)} undefined (NaN) on this data: a correlation with a constant "
+              "variable (e.g. identical human ratings) or no sample to average; the rows keep them as nan", file=sys.stderr)
 
 
 def nothing_evaluated(dataset_cfg, result) -> str:

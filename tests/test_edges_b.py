@@ -86,3 +86,40 @@ def test_a_writable_csv_whose_lock_cannot_be_created_fails_before_any_work(tmp_p
 def test_a_results_csv_whose_lock_cannot_exist_fails_at_once(tmp_path):
     with pytest.raises(ConfigError, match="results_csv"):
         check_results_csv("/proc/version")  # no waiting 120 s for a lock that can never be taken
+
+
+def _report_row(run_id, experiment, metric, value, chash="h1", ts="2026-01-01T00:00:00+00:00"):
+    import json
+
+    return _row(run_id, chash, metric, value) | dict(
+        timestamp=ts, experiment=experiment, task="clipscore", dataset="flickr8k_expert", split="test",
+        model_arch="toyclip", method="clip", method_params=json.dumps({"config": "clip"}), seed=0, device="cpu")
+
+
+def test_an_undefined_metric_keeps_its_row_and_reads_undefined(tmp_path, capsys):
+    from clipbench.report.build import build_report, load_results
+    from clipbench.results.table import with_intervals
+    from clipbench.runner import warn_undefined
+
+    path = tmp_path / "r.csv"
+    append_rows(path, [_report_row("a", "e", "kendall_tau_c", float("nan")), _report_row("a", "e", "clip_s", 0.7)])
+    frame = load_results(path)
+    assert sorted(frame["metric"]) == ["clip_s", "kendall_tau_c"]
+    index = build_report(path, tmp_path / "out", runs=[])
+    table = (tmp_path / "out" / "e" / "table.md").read_text()
+    assert "undefined" in table and index.is_file()
+    assert with_intervals([{"value": float("nan"), "ci_low": None, "ci_high": None}])[0]["value"] == "undefined"
+    warn_undefined({"kendall_tau_c": float("nan"), "clip_s": 0.7})
+    err = capsys.readouterr().err
+    assert err.startswith("warning: kendall_tau_c undefined (NaN)") and "clip_s" not in err
+
+
+def test_the_report_keeps_a_config_run_under_two_experiment_names(tmp_path):
+    from clipbench.report.build import build_report, load_results
+
+    path = tmp_path / "r.csv"
+    append_rows(path, [_report_row("a", "first", "clip_s", 0.7),
+                       _report_row("b", "second", "clip_s", 0.7, ts="2026-01-02T00:00:00+00:00")])
+    assert sorted(load_results(path)["experiment"]) == ["first", "second"]
+    index = build_report(path, tmp_path / "out", runs=[]).read_text()
+    assert "## first" in index and "## second" in index

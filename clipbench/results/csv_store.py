@@ -184,16 +184,17 @@ def check_results_csv(path: str | os.PathLike) -> None:
 NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high")
 
 
-def read_results(path: str | os.PathLike):
+def read_results(path: str | os.PathLike, numeric: bool = True):
     """The results CSV as a DataFrame (rows that do not parse are dropped with a warning).
 
     Every column is read as text (a config hash such as ``1234e5`` or ``0042`` stays the string written),
-    then the numeric columns are parsed; an empty cell is "" in text columns and NaN in numeric ones.
+    then (unless ``numeric=False``) the numeric columns are parsed; an empty cell is "" in text columns
+    and NaN in numeric ones.
     """
     import pandas as pd
 
     frame = pd.read_csv(path, on_bad_lines="warn", dtype=str, keep_default_na=False)
-    for col in NUMERIC_COLUMNS:
+    for col in NUMERIC_COLUMNS if numeric else ():
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame

@@ -40,7 +40,9 @@ def with_intervals(rows: Sequence[dict]) -> list[dict]:
     out = []
     for row in rows:
         low, high = row.get("ci_low"), row.get("ci_high")
-        if _known(low) and _known(high):
+        if not _known(row.get("value")):
+            row = {**row, "value": "undefined"}  # NaN: the metric is undefined on this data
+        elif _known(low) and _known(high):
             row = {**row, "value": f"{float(row['value']):.4f} [{float(low):.4f}, {float(high):.4f}]"}
         out.append(row)
     return out
