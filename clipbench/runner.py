@@ -147,6 +147,8 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
+    if result.captions_skipped is not None:  # captions are counted apart from the images of ``skipped``
+        metrics["skipped_captions"] = float(result.captions_skipped[0])
     warn_undefined(metrics)
     ci_started = time.perf_counter()
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
@@ -158,7 +160,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         intervals[name] = by_outcome[id(outcome)]
     ci_seconds = time.perf_counter() - ci_started
     rows = [
-        {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n,
+        {**base, "metric": name, "value": float(value), "n": skipped_of(result, name),
          "ci_low": intervals.get(name, (None, None))[0], "ci_high": intervals.get(name, (None, None))[1]}
         for name, value in metrics.items()
     ]
@@ -185,6 +187,15 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {peak:.0f} MB ({device})"
     )
     return rows
+
+
+def skipped_of(result, metric: str) -> int:
+    """A row's ``n``: the metric's own, or for a skip count every input of its kind read, skipped or evaluated."""
+    if metric == "skipped":
+        return result.skipped + result.n
+    if metric == "skipped_captions":
+        return result.captions_skipped[1]
+    return result.n_for(metric)
 
 
 def warn_undefined(metrics: dict) -> None:

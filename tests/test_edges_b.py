@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from clipbench.errors import ConfigError
+from clipbench.errors import ConfigError, DataError
 from clipbench.results.csv_store import (
     LEGACY_COLUMNS,
     RESULT_COLUMNS,
@@ -123,3 +123,14 @@ def test_the_report_keeps_a_config_run_under_two_experiment_names(tmp_path):
     assert sorted(load_results(path)["experiment"]) == ["first", "second"]
     index = build_report(path, tmp_path / "out", runs=[]).read_text()
     assert "## first" in index and "## second" in index
+
+
+def test_a_candidates_json_with_a_repeated_image_id_is_one_error(tmp_path):
+    from clipbench.data.clipscore_corpora import read_candidates_json
+
+    path = tmp_path / "candidates.json"
+    path.write_text('{"img1": "a dog", "img2": "a cat", "img1": "a bird"}')
+    with pytest.raises(DataError, match=r"candidates.json: 1 key\(s\) appear twice in one object \(first: 'img1'\)"):
+        read_candidates_json(path)
+    path.write_text('{"img1": "a dog", "img2": "a cat"}')
+    assert read_candidates_json(path) == {"img1": "a dog", "img2": "a cat"}

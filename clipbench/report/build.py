@@ -24,7 +24,7 @@ from clipbench.results.settings import differing_settings
 from clipbench.results.table import method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
-NOT_HEADLINE = {"skipped"}
+NOT_HEADLINE = {"skipped", "skipped_captions"}
 SIGNIFICANCE_NOTE = (
     f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
     f"listed) at {ALPHA:.0%} "
