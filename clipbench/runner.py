@@ -18,7 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from clipbench.config import ValidatedConfig, as_plain, validate
 from clipbench.errors import DataError
 from clipbench.models.weights import no_weights
-from clipbench.results.csv_store import append_rows, check_results_csv, read_results
+from clipbench.results.csv_store import (
+    append_rows,
+    check_results_csv,
+    claim_config,
+    read_results,
+    release_claim,
+)
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
 from clipbench.results.table import SUMMARY_COLUMNS, format_table, with_intervals
 
@@ -89,17 +95,29 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
     check_results_csv(v.run.results_csv)
+    chash = config_hash(v)
+    if not v.run.resume:
+        return _evaluate(v, cfg, run_dir, chash, experiment, method_config)
+    busy = claim_config(v.run.results_csv, chash)
+    if busy:
+        print(f"resume: config {chash} {busy}; skipping")
+        return []
+    try:
+        return _evaluate(v, cfg, run_dir, chash, experiment, method_config)
+    finally:
+        release_claim(v.run.results_csv, chash)
+
+
+def _evaluate(v: ValidatedConfig, cfg: DictConfig, run_dir: Path, chash: str, experiment: str | None,
+              method_config: str | None) -> list[dict]:
+    """Build, evaluate, write the rows and outputs of one validated config."""
     from clipbench.methods import METHODS
     from clipbench.metrics.uncertainty import OUTCOMES_FILE, bootstrap_interval, save_outcomes
     from clipbench.models import load_model
     from clipbench.runtime import peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import TASKS, RunContext
 
-    chash = config_hash(v)
     experiment = v.run.experiment_name or v.run.experiment or experiment
-    if v.run.resume and already_done(v.run.results_csv, chash):
-        print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
-        return []
     device = resolve_device(v.run.device)
     seed_everything(v.run.seed)
     dataset = build_dataset(v.dataset)  # a bad root or failed integrity check stops before the model loads

@@ -134,3 +134,25 @@ def test_a_candidates_json_with_a_repeated_image_id_is_one_error(tmp_path):
         read_candidates_json(path)
     path.write_text('{"img1": "a dog", "img2": "a cat"}')
     assert read_candidates_json(path) == {"img1": "a dog", "img2": "a cat"}
+
+
+def test_resumed_jobs_claim_a_config_under_the_lock(tmp_path):
+    import socket
+
+    from clipbench.results.csv_store import claim_config, release_claim
+
+    path = tmp_path / "r.csv"
+    other = ("import sys\nfrom clipbench.results.csv_store import claim_config\n"
+             f"print(claim_config({str(path)!r}, sys.argv[1]))\n")
+
+    def claim_elsewhere(chash):
+        return subprocess.run([sys.executable, "-c", other, chash], capture_output=True, text=True, timeout=120).stdout.strip()
+
+    assert claim_config(path, "h1") is None
+    assert claim_elsewhere("h1").startswith(f"is being run by {socket.gethostname()} pid {os.getpid()}")
+    assert claim_elsewhere("h2") == "None"  # another config is free; that process has ended since
+    assert claim_config(path, "h2") is None  # a claim whose process is gone is taken over
+    release_claim(path, "h1")
+    assert claim_elsewhere("h1") == "None"
+    append_rows(path, [_row("a", "h3")])
+    assert claim_config(path, "h3") == f"already has results in {path}"

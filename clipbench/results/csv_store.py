@@ -198,3 +198,47 @@ def read_results(path: str | os.PathLike, numeric: bool = True):
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
+
+
+def _claim_file(path: Path, chash: str) -> Path:
+    return Path(str(path) + ".claims") / chash
+
+
+def claim_config(path: str | os.PathLike, chash: str) -> str | None:
+    """For ``resume=true``: under the append lock, None when this process may run ``chash`` (a claim is
+    recorded), else why not (it has rows, or a live job on this host, or any job on another host, claimed it).
+
+    Two sweeps resumed together on one CSV thus split the configs instead of both running every one.
+    """
+    import socket
+
+    path = Path(path)
+    host, claim = socket.gethostname(), _claim_file(path, chash)
+    with FileLock(lock_path(path), timeout=120):
+        if path.is_file() and path.stat().st_size and (read_results(path)["config_hash"] == chash).any():
+            return f"already has results in {path}"
+        if claim.is_file():
+            owner_host, _, owner_pid = claim.read_text().strip().partition(" ")
+            alive = owner_host != host or _pid_alive(int(owner_pid or 0))
+            if alive and not (owner_host == host and int(owner_pid or 0) == os.getpid()):
+                return f"is being run by {owner_host} pid {owner_pid} (delete {claim} if that job is gone)"
+        claim.parent.mkdir(exist_ok=True)
+        claim.write_text(f"{host} {os.getpid()}\n")
+    return None
+
+
+def release_claim(path: str | os.PathLike, chash: str) -> None:
+    with contextlib.suppress(OSError):
+        _claim_file(Path(path), chash).unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
