@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from clipbench.config import GROUP_KEYS, RUN_KEYS, LoggerConfig, ModelConfig, RunConfig, as_plain, to_schema
 from clipbench.errors import ConfigError, DataError
 from clipbench.models.weights import no_weights
-from clipbench.results.csv_store import append_rows, check_results_csv, read_results
+from clipbench.results.csv_store import (
+    append_rows,
+    check_results_csv,
+    claim_config,
+    read_results,
+    release_claim,
+)
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
 from clipbench.results.table import SUMMARY_COLUMNS, format_table, with_intervals
 
@@ -162,13 +169,19 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
     experiment = v.run.experiment_name or v.run.experiment or experiment
-    if v.run.resume and already_done(v.run.results_csv, chash):
-        print(f"resume: config {chash} already has results in {v.run.results_csv}; skipping")
-        return []
-    built = build(v, cfg, run_dir)
-    result, seconds = evaluate(v, built)
-    rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
-    write(v, rows, payload, result, run_dir, experiment)
+    if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
+        busy = claim_config(v.run.results_csv, chash)
+        if busy:
+            print(f"resume: config {chash} {busy}; skipping")
+            return []
+    try:
+        built = build(v, cfg, run_dir)
+        result, seconds = evaluate(v, built)
+        rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
+        write(v, rows, payload, result, run_dir, experiment)
+    finally:
+        if v.run.resume:
+            release_claim(v.run.results_csv, chash)
     return rows
 
 
@@ -254,6 +267,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
+    if result.captions_skipped is not None:  # captions are counted apart from the images of ``skipped``
+        metrics["skipped_captions"] = float(result.captions_skipped[0])
+    warn_undefined(metrics)
     ci_started = time.perf_counter()
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
     for name, outcome in result.outcomes.items():
@@ -264,7 +280,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         intervals[name] = by_outcome[id(outcome)]
     ci_seconds = time.perf_counter() - ci_started
     rows = [
-        {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n,
+        {**base, "metric": name, "value": float(value), "n": skipped_of(result, name),
          "ci_low": intervals.get(name, (None, None))[0], "ci_high": intervals.get(name, (None, None))[1]}
         for name, value in metrics.items()
     ]
@@ -298,6 +314,23 @@ def write(v: ValidatedConfig, rows: list[dict], payload: dict, result, run_dir: 
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {payload['peak_mem_mb']:.0f} MB "
         f"({payload['device']})"
     )
+
+
+def skipped_of(result, metric: str) -> int:
+    """A row's ``n``: the metric's own, or for a skip count every input of its kind read, skipped or evaluated."""
+    if metric == "skipped":
+        return result.skipped + result.n
+    if metric == "skipped_captions":
+        return result.captions_skipped[1]
+    return result.n_for(metric)
+
+
+def warn_undefined(metrics: dict) -> None:
+    """One line naming the metrics that came out NaN; their rows are kept and read "undefined"."""
+    undefined = [name for name, value in metrics.items() if value != value]
+    if undefined:
+        print(f"warning: {', '.join(undefined)} undefined (NaN) on this data: a correlation with a constant "
+              "variable (e.g. identical human ratings) or no sample to average; the rows keep them as nan", file=sys.stderr)
 
 
 def nothing_evaluated(dataset_cfg, result) -> str:

@@ -357,3 +357,4 @@ def test_an_empty_retrieval_caption_is_skipped_and_counted(tmp_path, toy_root, m
     assert _metrics_json(tmp_path)["skip_reasons"] == {
         "image without captions": 1, "empty caption (dropped, not an image)": empty,
     }
+    assert res["skipped_captions"] == (empty, n_captions)  # counted in the rows too, out of every caption read

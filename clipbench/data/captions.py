@@ -49,9 +49,25 @@ def image_index(folder: Path) -> dict[str, Path]:
 
 
 def read_json(path: Path):
-    """A JSON file; invalid JSON is one error naming the file and line."""
+    """A JSON file; invalid JSON is one error naming the file and line, and so is a key written twice in one
+    object (``json.load`` would keep only the last, silently dropping a caption)."""
+    repeated: dict[str, None] = {}
+
+    def no_repeats(pairs):
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                repeated[key] = None
+            seen[key] = value
+        return seen
+
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f, object_pairs_hook=no_repeats)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if repeated:
+        keys = list(repeated)
+        raise DataError(f"{path}: {len(keys)} key(s) appear twice in one object (first: {keys[0]!r}); "
+                        "each image id must appear once")
+    return data

@@ -21,11 +21,12 @@ from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
 from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
+from clipbench.results.csv_store import read_results
 from clipbench.results.settings import differing_settings
 from clipbench.results.table import method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
-NOT_HEADLINE = {"skipped"}
+NOT_HEADLINE = {"skipped", "skipped_captions"}
 SIGNIFICANCE_NOTE = (
     f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
     f"listed) at {ALPHA:.0%} "
@@ -37,20 +38,24 @@ SIGNIFICANCE_NOTE = (
 def load_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} does not exist; run an experiment first (e.g. make run)")
-    frame = pd.read_csv(path, on_bad_lines="warn", keep_default_na=False, na_values=[""])
-    frame = frame[pd.to_numeric(frame["value"], errors="coerce").notna()].copy()
+    frame = read_results(path)
+    # a metric written as nan (undefined, e.g. a rank correlation with constant ratings) keeps its row
+    undefined = frame["value"].isna() & (read_results(path, numeric=False)["value"].str.lower() == "nan")
+    frame = frame[frame["value"].notna() | undefined].copy()
     if frame.empty:
         raise DataError(f"{path} holds no results yet; run an experiment first (e.g. make run)")
     frame["value"] = frame["value"].astype(float)
     for col in ("ci_low", "ci_high"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
+        if col not in frame:
+            frame[col] = float("nan")
     for col in ("run_id", "experiment", "split", "model_pretrained", "method_params", "task_params"):
         frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
     frame["method_label"] = method_labels(frame)
     frame["model"] = [model_label(a, p) for a, p in zip(frame["model_arch"], frame["model_pretrained"])]
-    # the latest run of each configuration and metric
-    return frame.sort_values("timestamp").drop_duplicates(["config_hash", "metric"], keep="last")
+    # the latest run of each configuration and metric, within each experiment (a config run under two
+    # experiment names belongs to both)
+    return frame.sort_values("timestamp").drop_duplicates(["experiment", "config_hash", "metric"], keep="last")
 
 
 # reported settings that name a task setting: a number is a counterpart only for runs with that setting

@@ -20,6 +20,9 @@ def is_fraction(metric: str) -> bool:
     return bool(FRACTION_METRIC.search(metric))
 
 
+UNDEFINED = "undefined"  # a metric the data leaves undefined (NaN), e.g. a correlation with a constant variable
+
+
 def format_value(metric: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -28,6 +31,8 @@ def format_value(metric: str, value: float) -> str:
 
 def format_with_interval(metric: str, value: float, low: float, high: float) -> str:
     """``44.2 [43.5, 44.9]`` (percent for fractions); the bare value when the interval is unknown."""
+    if isinstance(value, float) and math.isnan(value):
+        return UNDEFINED  # a reproduced number that is NaN: the metric is undefined on this data
     text = format_value(metric, value)
     if text and not (pd.isna(low) or pd.isna(high)):
         text += f" [{format_value(metric, low)}, {format_value(metric, high)}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -46,7 +47,7 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
         writer.writerow([_format(row[c]) for c in RESULT_COLUMNS])
-    with FileLock(str(path) + ".lock", timeout=120):
+    with FileLock(lock_path(path), timeout=120):
         if path.exists():
             quarantine_damaged_tail(path)
         fresh = not path.exists() or path.stat().st_size == 0
@@ -54,12 +55,30 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
             if _check_header(path) == LEGACY_COLUMNS:
                 _upgrade_header(path)
         payload = (",".join(RESULT_COLUMNS) + "\n" if fresh else "") + buf.getvalue()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, payload.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_whole(path, payload.encode())
+
+
+def write_whole(path: Path, payload: bytes) -> None:
+    """Append ``payload`` completely or not at all: a short ``os.write`` is continued, and a failure (a full
+    disk, a file-size limit) truncates the file back to its old length and says so, so no cut row stays."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    start = os.fstat(fd).st_size
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise DataError(f"{path}: the result rows could not be written ({exc.strerror or exc}); "
+                        "nothing was appended, rerun with resume=true once there is room") from None
+    finally:
+        os.close(fd)
+
+
+def lock_path(path: Path) -> str:
+    return str(path) + ".lock"
 
 
 def _check_header(path: Path) -> list[str]:
@@ -71,7 +90,9 @@ def _check_header(path: Path) -> list[str]:
 
 
 def _upgrade_header(path: Path) -> None:
-    """Rewrite an older-header file with the current header; its rows get empty new columns (atomic replace)."""
+    """Rewrite an older-header file with the current header; its rows get empty new columns (atomic replace
+    of the file itself: a symlinked CSV stays a link to the shared file)."""
+    path = Path(os.path.realpath(path))
     extra = len(RESULT_COLUMNS) - len(LEGACY_COLUMNS)
     with open(path, newline="") as f:
         records = list(csv.reader(f))[1:]
@@ -141,8 +162,17 @@ def check_results_csv(path: str | os.PathLike) -> None:
             tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as exc:
         raise ConfigError("results_csv", f"{path} cannot be written ({exc.strerror or exc}); choose another path") from None
+    lock = lock_path(path)
+    try:  # every append takes this lock; a folder that refuses it would fail only after the whole evaluation
+        if os.path.lexists(lock):
+            os.close(os.open(lock, os.O_WRONLY))
+        else:  # not created here: an unlinked lock file could let two writers in
+            tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise ConfigError("results_csv", f"its lock file {lock} cannot be created ({exc.strerror or exc}); "
+                          "choose a results_csv in a writable folder") from None
     if path.exists() and path.stat().st_size:
-        with FileLock(str(path) + ".lock", timeout=120):
+        with FileLock(lock_path(path), timeout=120):
             quarantine_damaged_tail(path)
             if path.stat().st_size:
                 try:
@@ -151,8 +181,64 @@ def check_results_csv(path: str | os.PathLike) -> None:
                     raise ConfigError("results_csv", str(exc)) from None
 
 
-def read_results(path: str | os.PathLike):
-    """The results CSV as a DataFrame (rows that do not parse are dropped with a warning)."""
+NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high")
+
+
+def read_results(path: str | os.PathLike, numeric: bool = True):
+    """The results CSV as a DataFrame (rows that do not parse are dropped with a warning).
+
+    Every column is read as text (a config hash such as ``1234e5`` or ``0042`` stays the string written),
+    then (unless ``numeric=False``) the numeric columns are parsed; an empty cell is "" in text columns
+    and NaN in numeric ones.
+    """
     import pandas as pd
 
-    return pd.read_csv(path, on_bad_lines="warn")
+    frame = pd.read_csv(path, on_bad_lines="warn", dtype=str, keep_default_na=False)
+    for col in NUMERIC_COLUMNS if numeric else ():
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def _claim_file(path: Path, chash: str) -> Path:
+    return Path(str(path) + ".claims") / chash
+
+
+def claim_config(path: str | os.PathLike, chash: str) -> str | None:
+    """For ``resume=true``: under the append lock, None when this process may run ``chash`` (a claim is
+    recorded), else why not (it has rows, or a live job on this host, or any job on another host, claimed it).
+
+    Two sweeps resumed together on one CSV thus split the configs instead of both running every one.
+    """
+    import socket
+
+    path = Path(path)
+    host, claim = socket.gethostname(), _claim_file(path, chash)
+    with FileLock(lock_path(path), timeout=120):
+        if path.is_file() and path.stat().st_size and (read_results(path)["config_hash"] == chash).any():
+            return f"already has results in {path}"
+        if claim.is_file():
+            owner_host, _, owner_pid = claim.read_text().strip().partition(" ")
+            alive = owner_host != host or _pid_alive(int(owner_pid or 0))
+            if alive and not (owner_host == host and int(owner_pid or 0) == os.getpid()):
+                return f"is being run by {owner_host} pid {owner_pid} (delete {claim} if that job is gone)"
+        claim.parent.mkdir(exist_ok=True)
+        claim.write_text(f"{host} {os.getpid()}\n")
+    return None
+
+
+def release_claim(path: str | os.PathLike, chash: str) -> None:
+    with contextlib.suppress(OSError):
+        _claim_file(Path(path), chash).unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -130,6 +130,8 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         throughput=meter,
         skipped=skipped,
         skip_reasons={k: v for k, v in skip_reasons.items() if v},
+        captions_skipped=(skip_reasons["empty caption (dropped, not an image)"],
+                          len(dataset.captions) + skip_reasons["empty caption (dropped, not an image)"]),
         outcomes=retrieval_outcomes(*ranked) if n_images else {},
         extra={"gallery_images": n_images, "captions": n_texts},
     )
