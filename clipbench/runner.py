@@ -24,7 +24,6 @@ from clipbench.results.csv_store import (
     append_rows,
     check_results_csv,
     claim_config,
-    read_results,
     release_claim,
 )
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
@@ -134,14 +133,6 @@ def config_hash(v: ValidatedConfig) -> str:
         "method": as_plain(v.method), "seed": v.run.seed, "limit": v.run.limit,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def already_done(results_csv: str, chash: str) -> bool:
-    path = Path(results_csv)
-    if not path.is_file():
-        return False
-    frame = read_results(path)
-    return bool(len(frame)) and (frame["config_hash"].astype(str) == chash).any()
 
 
 _DATASET_CACHE: dict[str, object] = {}
@@ -267,8 +258,6 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
-    if result.captions_skipped is not None:  # captions are counted apart from the images of ``skipped``
-        metrics["skipped_captions"] = float(result.captions_skipped[0])
     warn_undefined(metrics)
     ci_started = time.perf_counter()
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
@@ -280,7 +269,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         intervals[name] = by_outcome[id(outcome)]
     ci_seconds = time.perf_counter() - ci_started
     rows = [
-        {**base, "metric": name, "value": float(value), "n": skipped_of(result, name),
+        {**base, "metric": name, "value": float(value), "n": result.n_for(name) if name != "skipped" else result.skipped + result.n,
          "ci_low": intervals.get(name, (None, None))[0], "ci_high": intervals.get(name, (None, None))[1]}
         for name, value in metrics.items()
     ]
@@ -314,15 +303,6 @@ def write(v: ValidatedConfig, rows: list[dict], payload: dict, result, run_dir: 
         f"{result.throughput.forward_items_per_s:.1f} items/s model forward; peak memory {payload['peak_mem_mb']:.0f} MB "
         f"({payload['device']})"
     )
-
-
-def skipped_of(result, metric: str) -> int:
-    """A row's ``n``: the metric's own, or for a skip count every input of its kind read, skipped or evaluated."""
-    if metric == "skipped":
-        return result.skipped + result.n
-    if metric == "skipped_captions":
-        return result.captions_skipped[1]
-    return result.n_for(metric)
 
 
 def warn_undefined(metrics: dict) -> None:

@@ -351,10 +351,9 @@ def test_an_empty_retrieval_caption_is_skipped_and_counted(tmp_path, toy_root, m
     data = json.loads((ann / "dataset_flickr30k.json").read_text())
     n_captions = sum(len(im["sentences"]) for im in data["images"])
     res = _retrieval(tmp_path, toy_root, monkeypatch, ann, images)
-    assert res["skipped"] == (1, 30)  # the image whose captions are all empty
     empty = 1 + len(data["images"][1]["sentences"])
+    assert res["skipped"] == (1 + empty, 30 + empty)  # the image whose captions are all empty, and each empty caption
     assert res["image_retrieval_recall@1"][1] == n_captions - empty
     assert _metrics_json(tmp_path)["skip_reasons"] == {
         "image without captions": 1, "empty caption (dropped, not an image)": empty,
     }
-    assert res["skipped_captions"] == (empty, n_captions)  # counted in the rows too, out of every caption read

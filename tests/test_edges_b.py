@@ -51,13 +51,13 @@ def test_a_file_size_limit_during_the_append_leaves_whole_rows_and_fails(tmp_pat
 
 @pytest.mark.parametrize("chash", ["1234567890123456", "12e45", "0042", "1e5"])
 def test_config_hashes_that_look_like_numbers_stay_text(tmp_path, chash):
-    from clipbench.runner import already_done
+    from clipbench.results.csv_store import has_results
 
     path = tmp_path / "r.csv"
     append_rows(path, [_row("a", chash)])
     assert read_results(path)["config_hash"].tolist() == [chash]
-    assert already_done(str(path), chash)
-    assert not already_done(str(path), "12e46")
+    assert has_results(str(path), chash)
+    assert not has_results(str(path), "12e46")
 
 
 def test_an_old_header_csv_behind_a_symlink_is_upgraded_in_place(tmp_path):

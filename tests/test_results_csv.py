@@ -82,7 +82,7 @@ def test_an_older_header_file_is_upgraded_and_keeps_every_row(tmp_path):
 
 
 def test_a_record_cut_inside_a_quoted_field_is_quarantined_not_appended_into(tmp_path, capsys):
-    from clipbench.runner import already_done
+    from clipbench.results.csv_store import has_results
 
     path = tmp_path / "r.csv"
     append_rows(path, [_row("a", "top1", 0.1) | {"config_hash": "ha"}])
@@ -98,7 +98,7 @@ def test_a_record_cut_inside_a_quoted_field_is_quarantined_not_appended_into(tmp
     assert rows[1]["value"] == "0.3" and rows[1]["method_params"] == '{"a": [1, 2], "b": "x,y"}'
     assert (tmp_path / "r.csv.damaged").read_text() == cut + "\n"
     assert "r.csv: its last record was cut short" in capsys.readouterr().err
-    assert already_done(str(path), "hc") and not already_done(str(path), "hb")
+    assert has_results(str(path), "hc") and not has_results(str(path), "hb")
 
 
 def test_damaged_tail_offset_knows_quoted_newlines():

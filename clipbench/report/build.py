@@ -21,12 +21,12 @@ from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
 from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
-from clipbench.results.csv_store import read_results
+from clipbench.results.csv_store import parse_numeric, read_results
 from clipbench.results.settings import differing_settings
 from clipbench.results.table import method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
-NOT_HEADLINE = {"skipped", "skipped_captions"}
+NOT_HEADLINE = {"skipped"}
 SIGNIFICANCE_NOTE = (
     f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
     f"listed) at {ALPHA:.0%} "
@@ -38,9 +38,10 @@ SIGNIFICANCE_NOTE = (
 def load_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} does not exist; run an experiment first (e.g. make run)")
-    frame = read_results(path)
+    text = read_results(path, numeric=False)
     # a metric written as nan (undefined, e.g. a rank correlation with constant ratings) keeps its row
-    undefined = frame["value"].isna() & (read_results(path, numeric=False)["value"].str.lower() == "nan")
+    undefined = text["value"].str.lower() == "nan"
+    frame = parse_numeric(text)
     frame = frame[frame["value"].notna() | undefined].copy()
     if frame.empty:
         raise DataError(f"{path} holds no results yet; run an experiment first (e.g. make run)")

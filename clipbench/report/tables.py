@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench.models.weights import no_weights
+from clipbench.results.table import UNDEFINED
 
 FRACTION_METRIC = re.compile(r"^(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -18,9 +19,6 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 def is_fraction(metric: str) -> bool:
     """Accuracies and recalls are fractions (shown as percentages); correlations, scores and counts are not."""
     return bool(FRACTION_METRIC.search(metric))
-
-
-UNDEFINED = "undefined"  # a metric the data leaves undefined (NaN), e.g. a correlation with a constant variable
 
 
 def format_value(metric: str, value: float) -> str:

@@ -194,10 +194,24 @@ def read_results(path: str | os.PathLike, numeric: bool = True):
     import pandas as pd
 
     frame = pd.read_csv(path, on_bad_lines="warn", dtype=str, keep_default_na=False)
-    for col in NUMERIC_COLUMNS if numeric else ():
+    return parse_numeric(frame) if numeric else frame
+
+
+def parse_numeric(frame):
+    """A copy of a text-read results frame with its numeric columns parsed (unparseable cells NaN)."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for col in NUMERIC_COLUMNS:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
+
+
+def has_results(path: str | os.PathLike, chash: str) -> bool:
+    """Whether the results CSV holds any row of config ``chash``."""
+    path = Path(path)
+    return path.is_file() and path.stat().st_size > 0 and bool((read_results(path)["config_hash"] == chash).any())
 
 
 def _claim_file(path: Path, chash: str) -> Path:
@@ -215,7 +229,7 @@ def claim_config(path: str | os.PathLike, chash: str) -> str | None:
     path = Path(path)
     host, claim = socket.gethostname(), _claim_file(path, chash)
     with FileLock(lock_path(path), timeout=120):
-        if path.is_file() and path.stat().st_size and (read_results(path)["config_hash"] == chash).any():
+        if has_results(path, chash):
             return f"already has results in {path}"
         if claim.is_file():
             owner_host, _, owner_pid = claim.read_text().strip().partition(" ")

@@ -35,13 +35,16 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
+UNDEFINED = "undefined"  # how a NaN metric reads: undefined on this data (e.g. a correlation with a constant variable)
+
+
 def with_intervals(rows: Sequence[dict]) -> list[dict]:
     """Rows whose ``value`` reads ``value [ci_low, ci_high]`` where the interval is known."""
     out = []
     for row in rows:
         low, high = row.get("ci_low"), row.get("ci_high")
         if not _known(row.get("value")):
-            row = {**row, "value": "undefined"}  # NaN: the metric is undefined on this data
+            row = {**row, "value": UNDEFINED}
         elif _known(low) and _known(high):
             row = {**row, "value": f"{float(row['value']):.4f} [{float(low):.4f}, {float(high):.4f}]"}
         out.append(row)
@@ -97,21 +100,19 @@ def sweep_summary(frame) -> str:
     for task, part in frame.groupby("task", sort=False):
         runs = part.drop_duplicates("run_id")
         settings = differing_settings(runs)
-        metrics = [m for m in dict.fromkeys(part["metric"]) if m not in SKIP_COUNTS]
-        counts = {c: part[part["metric"] == c].set_index("run_id")["value"].astype(float) for c in SKIP_COUNTS}
+        metrics = [m for m in dict.fromkeys(part["metric"]) if m != "skipped"]
+        skipped = part[part["metric"] == "skipped"].set_index("run_id")["value"].astype(float)
         rows = []
         for run in runs.itertuples():
             cells = part[part["run_id"] == run.run_id].set_index("metric")["cell"]
             row = {"dataset": run.dataset, "model": run.model_arch, "method": run.method, "settings": settings[run.Index]}
             row |= {m: cells.get(m, "") for m in metrics}
-            for count, skipped in counts.items():
-                if (skipped > 0).any():
-                    row[count] = f"{int(skipped.get(run.run_id, 0))}"
+            if (skipped > 0).any():
+                row["skipped"] = f"{int(skipped.get(run.run_id, 0))}"
             rows.append(row)
         columns = [c for c in rows[0] if c != "settings" or any(r["settings"] for r in rows)]
         blocks.append(f"{task}:\n" + format_table(rows, columns))
     return "\n".join(blocks)
 
 
-SKIP_COUNTS = ("skipped", "skipped_captions")  # count rows, shown after the metrics when any is non-zero
 SUMMARY_COLUMNS = ["task", "dataset", "split", "model_arch", "method", "metric", "value", "n", "items_per_s", "peak_mem_mb"]

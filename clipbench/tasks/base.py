@@ -48,7 +48,6 @@ class TaskResult:
     metric_n: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
-    captions_skipped: tuple[int, int] | None = None  # (dropped, read) captions, for tasks whose queries are captions
     predictions: list[dict[str, Any]] | None = None
     tables: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric

@@ -117,8 +117,8 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         "missing or unreadable image": int((~readable).sum()),
         "image without captions": int((readable & ~captioned).sum()),
     }
-    skipped = sum(skip_reasons.values())
     skip_reasons["empty caption (dropped, not an image)"] = getattr(dataset, "empty_captions", 0)
+    skipped = sum(skip_reasons.values())  # every dropped input, gallery images and captions alike
     n_images, n_texts = int(usable.sum()), int(keep_text.sum())
     ranked = (images[usable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
     metrics = retrieval_metrics(*ranked) if n_images else {}
@@ -130,8 +130,6 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         throughput=meter,
         skipped=skipped,
         skip_reasons={k: v for k, v in skip_reasons.items() if v},
-        captions_skipped=(skip_reasons["empty caption (dropped, not an image)"],
-                          len(dataset.captions) + skip_reasons["empty caption (dropped, not an image)"]),
         outcomes=retrieval_outcomes(*ranked) if n_images else {},
         extra={"gallery_images": n_images, "captions": n_texts},
     )
