@@ -128,7 +128,8 @@ def _zeroshot_setup(toy_root, monkeypatch):
 
 
 def test_a_method_built_on_clip_is_evaluated_through_its_own_features(toy_root, monkeypatch):
-    from clipbench.methods.base import MethodConfig, prior_box
+    from clipbench.config.methods import MethodConfig
+    from clipbench.methods.base import prior_box
     from clipbench.methods.clip import ClipMethod
     from clipbench.tasks.zeroshot import evaluate
 

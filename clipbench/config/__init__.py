@@ -146,7 +146,7 @@ def as_plain(obj: Any) -> Any:
     return obj
 
 
-ASSETS_DIR = __import__("pathlib").Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "assets"
 
 
 def register_resolvers() -> None:
