@@ -80,7 +80,7 @@ class ValidatedConfig:
     raw: DictConfig
 
 
-def _with_groups_resolved(cfg: DictConfig) -> DictConfig:
+def resolve_groups(cfg: DictConfig) -> DictConfig:
     """A copy whose groups hold values, not interpolations: ``${paths.*}`` resolves only from the root."""
     out = cfg.copy()
     for group in GROUP_KEYS:
@@ -106,7 +106,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS + PATH_KEYS]
     if unknown:
         raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS + PATH_KEYS)}")
-    cfg = _with_groups_resolved(cfg)
+    cfg = resolve_groups(cfg)
     run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
     logger = to_schema(LoggerConfig, cfg.logger, "logger")
 
