@@ -145,12 +145,13 @@ def make_data(folder: Path, n_images: int, n_captions: int, seed: int):
 
 def clipbench_scores(model, images_dir: Path, ids, captions, batch_size: int):
     """clipbench's task=clipscore path on (image, caption) pairs: (CLIP-S per pair, raw cosine per pair)."""
+    from clipbench.config.methods import MethodConfig
+    from clipbench.config.tasks import ClipScoreConfig
     from clipbench.data.clipscore_corpora import CaptionSet, JudgedCaption
-    from clipbench.methods.base import MethodConfig
     from clipbench.methods.clip import ClipMethod
     from clipbench.models import text_cache
     from clipbench.tasks.base import RunContext
-    from clipbench.tasks.clipscore import ClipScoreConfig, _encode, evaluate
+    from clipbench.tasks.clipscore import _encode, evaluate
 
     items = [JudgedCaption(i, c, []) for i in ids for c in captions[i]]
     dataset = CaptionSet("bench", {i: images_dir / f"{i}.jpg" for i in ids}, "score", items)

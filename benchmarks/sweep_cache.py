@@ -29,7 +29,8 @@ def sweep(tmp: Path, name: str, args) -> tuple[float, float]:
     ]
     if args.pretrained:
         cmd.append(f"model.pretrained={args.pretrained}")
-    env = dict(os.environ, CLIPBENCH_TOY_ROOT=str(args.toy_root), PYTHONWARNINGS="ignore")
+    cmd.append(f"paths.toy={args.toy_root}")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -47,12 +47,13 @@ def names(args) -> list[str]:
 
 
 def run_clipbench(args, device: torch.device) -> dict:
+    from clipbench.config.methods import MethodConfig
+    from clipbench.config.tasks import ZeroShotConfig
     from clipbench.data.catalogue import ClipBenchmarkConfig, build_clip_benchmark
-    from clipbench.methods.base import MethodConfig
     from clipbench.methods.clip import ClipMethod
     from clipbench.models import load_model
     from clipbench.tasks.base import RunContext
-    from clipbench.tasks.zeroshot import ZeroShotConfig, evaluate
+    from clipbench.tasks.zeroshot import evaluate
 
     t0 = time.perf_counter()
     model = load_model(args.arch, args.checkpoint, "fp16" if device.type == "cuda" else "fp32", device)

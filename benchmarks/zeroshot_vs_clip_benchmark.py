@@ -21,15 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipbench.config.methods import MethodConfig
+from clipbench.config.tasks import ZeroShotConfig
 from clipbench.data.classification import Cifar100
 from clipbench.data.templates import CIFAR_TEMPLATES
-from clipbench.methods.base import MethodConfig
 from clipbench.methods.clip import ClipMethod
 from clipbench.models import load_model, text_cache
 from clipbench.results.table import format_table
 from clipbench.runtime import peak_memory_mb
 from clipbench.tasks.base import RunContext
-from clipbench.tasks.zeroshot import ZeroShotConfig, evaluate
+from clipbench.tasks.zeroshot import evaluate
 from clipbench.toy.writers.classification import write_cifar100
 
 

@@ -112,7 +112,7 @@ GETTING_STARTED = """\
 clipbench evaluates CLIP-family models; every setting is a Hydra override (key=value).
 
 Offline, on the generated toy world and the bundled toy CLIP:
-  clipbench-toy-world                     # writes data/toy (elsewhere: --out DIR and CLIPBENCH_TOY_ROOT=DIR)
+  clipbench-toy-world                     # writes data/toy (elsewhere: --out DIR and paths.toy=DIR)
   clipbench +toy=zeroshot                 # or +toy=rec, region_cls, pointcloud, clipscore, retrieval
   clipbench -m experiment=toy_default     # every task, with the methods that apply to each
 

@@ -89,8 +89,9 @@ def dataset_samples(cfg) -> list[tuple[Path, Box]]:
     """(image path, gold box) pairs of the configured REC or region dataset (one per referred object or box)."""
     from clipbench.config import to_schema
     from clipbench.data import DATASETS
-    from clipbench.runner import build_dataset
+    from clipbench.runner import build_dataset, resolve_groups
 
+    cfg = resolve_groups(cfg)  # the dataset's roots come from ${paths.*}
     name = cfg.dataset.get("name")
     spec = DATASETS.get(name)
     if not spec.tasks & {"rec", "region_cls"}:

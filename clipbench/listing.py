@@ -18,13 +18,17 @@ from clipbench.results.table import format_table
 
 
 def _option_names(group: str) -> dict[str, str]:
-    """Config option (what users type) -> the registry name it selects, following one-level defaults."""
+    """Config option (what users type) -> the registry name it selects: its ``name``, else the option or schema
+    (``/schema/<group>/<name>@_here_``) it extends."""
     out = {}
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
         node = OmegaConf.load(path)
         while "name" not in node and node.get("defaults"):
             base = next(d for d in node.defaults if isinstance(d, str) and d != "_self_")
-            node = OmegaConf.load(path.with_name(f"{base}.yaml"))
+            if base.startswith("/schema/"):
+                node = OmegaConf.create({"name": base.split("/")[3].split("@")[0]})
+            else:
+                node = OmegaConf.load(path.with_name(f"{base}.yaml"))
         out[path.stem] = str(node.get("name", path.stem))
     return out
 

@@ -7,6 +7,8 @@ A checkout holds them at the top (``conf/``, ``experiments/``); the package buil
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
 
@@ -26,3 +28,40 @@ def experiments_dir() -> Path:
 
 def reported_dir() -> Path:
     return experiments_dir() / "reported"
+
+
+# Where the data lives: conf/paths/default.yaml (``paths.data`` and the per-dataset roots derived from it).
+# The environment variables below were the earlier way to say the same; each still works, with a one-line
+# deprecation warning, through the ``clipbench.path`` resolver that paths/default.yaml uses.
+DEPRECATED_ENV = {
+    "CLIPBENCH_TOY_ROOT": "toy",
+    "CLIPBENCH_REFER_ROOT": "refer",
+    "CLIPBENCH_REFER_IMAGES": "refer_images",
+    "CLIPBENCH_CUB_ROOT": "cub",
+    "CLIPBENCH_DOGS_ROOT": "stanford_dogs",
+    "CLIPBENCH_COCO_REGIONS_JSON": "coco_regions_json",
+    "CLIPBENCH_COCO_REGIONS_IMAGES": "coco_regions_images",
+    "CLIPBENCH_MODELNET40_ROOT": "modelnet40",
+    "CLIPBENCH_MODELNET40_TXT_ROOT": "modelnet40_txt",
+    "CLIPBENCH_SCANOBJECTNN_ROOT": "scanobjectnn",
+    "CLIPBENCH_FLICKR8K_ROOT": "flickr8k",
+    "CLIPBENCH_FLICKR8K_IMAGES": "flickr8k_images",
+    "CLIPBENCH_COMPOSITE_ROOT": "composite",
+    "CLIPBENCH_COMPOSITE_IMAGES": "composite_images",
+    "CLIPBENCH_PASCAL50S_ROOT": "pascal50s",
+    "CLIPBENCH_PASCAL50S_IMAGES": "pascal50s_images",
+}
+_ENV_OF_KEY = {key: var for var, key in DEPRECATED_ENV.items()}
+_WARNED: set[str] = set()
+
+
+def deprecated_env_path(key: str, default: str) -> str:
+    """``${clipbench.path:KEY,DEFAULT}``: the deprecated environment variable of KEY when set, else DEFAULT."""
+    var = _ENV_OF_KEY[key]
+    value = os.environ.get(var)
+    if value is None:
+        return default
+    if var not in _WARNED:
+        _WARNED.add(var)
+        print(f"warning: {var} is deprecated; pass paths.{key}={value} instead", file=sys.stderr)
+    return value

@@ -15,9 +15,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from clipbench.config import GROUP_KEYS, RUN_KEYS, LoggerConfig, ModelConfig, RunConfig, as_plain, to_schema
+from clipbench.config import (
+    GROUP_KEYS,
+    PATH_KEYS,
+    RUN_KEYS,
+    LoggerConfig,
+    ModelConfig,
+    RunConfig,
+    as_plain,
+    to_schema,
+)
 from clipbench.errors import ConfigError, DataError
 from clipbench.models.weights import no_weights
 from clipbench.results.csv_store import (
@@ -70,6 +80,20 @@ class ValidatedConfig:
     raw: DictConfig
 
 
+def resolve_groups(cfg: DictConfig) -> DictConfig:
+    """A copy whose groups hold values, not interpolations: ``${paths.*}`` resolves only from the root."""
+    out = cfg.copy()
+    for group in GROUP_KEYS:
+        try:
+            plain = OmegaConf.to_container(cfg[group], resolve=True)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or group
+            raise ConfigError(str(key), str(getattr(exc, "msg", exc)).splitlines()[0]) from None
+        with open_dict(out):
+            out[group] = plain
+    return out
+
+
 def validate(cfg: DictConfig) -> ValidatedConfig:
     """Check every group against its schema; the first bad key raises ``ConfigError``.
 
@@ -79,9 +103,10 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     for group in GROUP_KEYS:
         if group not in cfg or cfg[group] is None:
             raise ConfigError(group, f"no {group} selected; pass {group}=<name>")
-    unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS]
+    unknown = [k for k in cfg if k not in GROUP_KEYS + RUN_KEYS + PATH_KEYS]
     if unknown:
-        raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}")
+        raise ConfigError(unknown[0], f"unknown top-level key; allowed: {sorted(GROUP_KEYS + RUN_KEYS + PATH_KEYS)}")
+    cfg = resolve_groups(cfg)
     run = to_schema(RunConfig, {k: cfg[k] for k in RUN_KEYS if k in cfg}, "")
     logger = to_schema(LoggerConfig, cfg.logger, "logger")
 

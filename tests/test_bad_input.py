@@ -25,9 +25,8 @@ from clipbench.runner import run
 
 def _run(out: Path, toy_root: Path, monkeypatch, *overrides: str, cache: Path | None = None) -> dict:
     """metric -> (value, n) of one run; ``cache`` defaults to a fresh folder under ``out``."""
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
     cfg = compose_config([
-        "device=cpu", "num_workers=0", "progress=false", f"results_csv={out / 'results.csv'}",
+        f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", f"results_csv={out / 'results.csv'}",
         f"cache_dir={cache or out / 'cache'}", *overrides,
     ])
     return {r["metric"]: (r["value"], r["n"]) for r in run(cfg, out / "run")}
@@ -122,15 +121,15 @@ def _zeroshot_setup(toy_root, monkeypatch):
     from clipbench.runner import build_dataset, validate
     from clipbench.tasks import RunContext
 
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
-    v = validate(compose_config(["device=cpu", "+toy=zeroshot"]))
+    v = validate(compose_config([f"paths.toy={toy_root}", "device=cpu", "+toy=zeroshot"]))
     model = load_model(v.model.arch, v.model.pretrained, "fp32", "cpu")
     ctx = RunContext(device=torch.device("cpu"), batch_size=32, progress=False, limit=60)
     return model, build_dataset(v.dataset), v.task, ctx
 
 
 def test_a_method_built_on_clip_is_evaluated_through_its_own_features(toy_root, monkeypatch):
-    from clipbench.methods.base import MethodConfig, prior_box
+    from clipbench.config.methods import MethodConfig
+    from clipbench.methods.base import prior_box
     from clipbench.methods.clip import ClipMethod
     from clipbench.tasks.zeroshot import evaluate
 

@@ -16,15 +16,14 @@ import torch
 from conftest import TINY_ARCH, base_args, run_cli
 from PIL import Image
 
+from clipbench.config.methods import MethodConfig
+from clipbench.config.tasks import RetrievalConfig, ZeroShotConfig
 from clipbench.data.catalogue import ClipBenchmarkConfig, build_clip_benchmark, hf_repo
 from clipbench.errors import ConfigError
-from clipbench.methods.base import MethodConfig
 from clipbench.methods.clip import ClipMethod
 from clipbench.models import load_model
 from clipbench.tasks.base import RunContext
-from clipbench.tasks.retrieval import RetrievalConfig
 from clipbench.tasks.retrieval import evaluate as evaluate_retrieval
-from clipbench.tasks.zeroshot import ZeroShotConfig
 from clipbench.tasks.zeroshot import evaluate as evaluate_zeroshot
 from clipbench.toy.writers.catalogue import write_generated_suite
 

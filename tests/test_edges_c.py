@@ -211,10 +211,10 @@ def test_a_template_with_a_second_field_is_refused_while_validating(tmp_path, mo
 
 
 def test_rec_and_prompt_text_templates_refuse_a_second_field():
+    from clipbench.config.methods import ShadeConfig
+    from clipbench.config.tasks import RecConfig
     from clipbench.data.templates import has_one_field
     from clipbench.errors import ConfigError
-    from clipbench.methods.visual_prompts import ShadeConfig
-    from clipbench.tasks.rec import RecConfig
 
     assert has_one_field("a photo of {}") and has_one_field("{{literal}} {}")
     with pytest.raises(ConfigError, match="task.template"):

@@ -8,6 +8,7 @@ from clipbench.cli import CONF_DIR
 from clipbench.errors import ConfigError
 from clipbench.paths import experiments_dir
 from clipbench.runner import validate
+from hydra_plugins.clipbench_sweeper.job_list_sweeper import expand_jobs
 
 EXPERIMENTS = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 DATA_KEYS = ("dataset.", "model.pretrained")  # acceptable: no data or weights on this machine
@@ -20,7 +21,8 @@ def _compose(overrides):
 def _jobs(name: str) -> list[list[str]]:
     sweeper = _compose([f"experiment={name}"]).hydra.sweeper
     if "jobs" in sweeper:
-        return [[f"experiment={name}", *job] for job in sweeper.jobs]
+        params = [f"{key}={values}" for key, values in (sweeper.get("params") or {}).items()]
+        return [[f"experiment={name}", *job] for job in expand_jobs(sweeper.jobs, params)]
     parser = OverridesParser.create()
     jobs = []
     for key, values in (sweeper.get("params") or {}).items():
@@ -66,3 +68,22 @@ def test_falip_tables_feed_every_method_the_same_square_input(name):
         cfg = _compose(job)
         if cfg.task.name in ("rec", "region_cls", "zeroshot"):
             assert cfg.method.resize == "square", job
+
+
+def test_model_families_sweep_is_the_job_list_it_replaced():
+    """The family experiment's sweeps expand to the 72 jobs once written out by hand, in the same order."""
+    from pathlib import Path
+
+    asset = Path(__file__).parent / "assets" / "falip_model_families_jobs.txt"
+    written = [line.split(", ") for line in asset.read_text().splitlines() if not line.startswith("#")]
+    expanded = _jobs("falip_model_families")
+    assert len(written) == 72
+    assert [frozenset(job) for job in expanded] == [frozenset(["experiment=falip_model_families", *job]) for job in written]
+
+
+def test_a_job_may_sweep_and_the_params_multiply_every_job():
+    jobs = expand_jobs([["+toy=rec", "method=falip"], ["task=rec", "dataset=a,b", "method=c,d"]], ["seed=0,1"])
+    assert jobs[:2] == [["+toy=rec", "method=falip", "seed=0"], ["+toy=rec", "method=falip", "seed=1"]]
+    assert [job[1:3] for job in jobs[2::2]] == [["dataset=a", "method=c"], ["dataset=a", "method=d"],
+                                                ["dataset=b", "method=c"], ["dataset=b", "method=d"]]
+    assert expand_jobs([], ["seed=0,1"]) == [["seed=0"], ["seed=1"]]

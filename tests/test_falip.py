@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from clipbench.config.methods import FalipConfig
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS
-from clipbench.methods.falip import FalipConfig
 from clipbench.methods.foveal_bias import (
     PatchGrid,
     box_patch_weights,

@@ -14,11 +14,11 @@ from tests.conftest import TINY_ARCH, base_args, run_cli
 
 @pytest.mark.filterwarnings("ignore:model.pretrained is null")
 def test_zeroshot_routes_falip_through_the_region_prior(cifar_root, tmp_path):
+    from clipbench.config.methods import FalipConfig
     from clipbench.data.classification import Cifar100
     from clipbench.data.templates import CIFAR_TEMPLATES
     from clipbench.methods import METHODS
     from clipbench.methods.base import prior_box
-    from clipbench.methods.falip import FalipConfig
     from clipbench.models import load_model
     from clipbench.models.text_cache import zero_shot_classifier
 

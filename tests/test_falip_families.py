@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipbench.config.methods import FalipConfig
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS
-from clipbench.methods.falip import FalipConfig
 from clipbench.models import load_model
 from clipbench.models.attention import attention_tower, cls_attention
 from tests.tiny_towers import save_tiny_hf_clip  # also registers the tiny timm towers

@@ -97,8 +97,7 @@ def test_boxes_from_a_dataset_config_toy_world(toy_root, monkeypatch, tmp_path):
     from clipbench.heads import compose_config, dataset_samples, main
     from clipbench.metrics.boxes import xywh_to_xyxy
 
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
-    samples = dataset_samples(compose_config(["experiment=toy_falip_head_sensitivity"]))
+    samples = dataset_samples(compose_config(["experiment=toy_falip_head_sensitivity", f"paths.toy={toy_root}"]))
     refs = json.loads((toy_root / "refcoco" / "instances.json").read_text())
     by_id = {a["id"]: a for a in refs["annotations"]}
     files = {i["id"]: i["file_name"] for i in refs["images"]}

@@ -66,10 +66,9 @@ def test_block_scales_form_of_heads():
 
 
 def test_toy_study_runs_every_trial(tmp_path, toy_root, monkeypatch):
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", "hydra.sweeper.n_trials=4",
+        run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", "hydra.sweeper.n_trials=4", f"paths.toy={toy_root}",
                 "hydra.sweeper.sampler.n_startup_trials=2", "limit=4", "device=cpu", "progress=false",
                 f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=True)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())

@@ -12,7 +12,7 @@ from clipbench.listing import main as list_main
 def test_bare_clipbench_prints_what_to_type():
     proc = run_cli()
     assert proc.returncode == 0, proc.stderr
-    assert "+toy=zeroshot" in proc.stdout and "CLIPBENCH_TOY_ROOT" in proc.stdout and "clipbench-list" in proc.stdout
+    assert "+toy=zeroshot" in proc.stdout and "paths.toy" in proc.stdout and "clipbench-list" in proc.stdout
     assert "clipbench-toy-world" in proc.stdout and "clipbench-toy-world" in run_cli("--help").stdout
 
 

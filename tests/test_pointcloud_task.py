@@ -223,14 +223,13 @@ def test_experiment_sweeps_compose_and_validate(tmp_path, monkeypatch, experimen
 
     write_modelnet40(tmp_path / "mn", "test", *_shapes(3, seed=5), CLASSES)
     write_scanobjectnn(tmp_path / "so", "obj_only", "test", *_shapes(3, seed=6))
-    monkeypatch.setenv("CLIPBENCH_MODELNET40_ROOT", str(tmp_path / "mn"))
-    monkeypatch.setenv("CLIPBENCH_SCANOBJECTNN_ROOT", str(tmp_path / "so"))
+    roots = [f"paths.modelnet40={tmp_path / 'mn'}", f"paths.scanobjectnn={tmp_path / 'so'}"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         base = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
         params = {k: str(v).split(",") for k, v in base.hydra.sweeper.params.items()}
         jobs = 0
         for combo in itertools.product(*params.values()):
-            overrides = [f"experiment={experiment}", *(f"{k}={v}" for k, v in zip(params, combo))]
+            overrides = [f"experiment={experiment}", *roots, *(f"{k}={v}" for k, v in zip(params, combo))]
             cfg = compose("config", overrides=overrides)
             checked = validate(cfg)
             assert checked.task.name == "pointcloud"

@@ -179,10 +179,10 @@ def test_rec_end_to_end_with_crop(tmp_path, refer_data):
 def evaluate(model, root, images, name: str, limit=None, **params):
     """task=rec in process (the CLI path is covered above): returns (rows, result)."""
     from clipbench.config import to_schema
+    from clipbench.config.tasks import RecConfig
     from clipbench.data import DATASETS
     from clipbench.methods import METHODS
     from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.rec import RecConfig
 
     dataset_params = {k: params.pop(k) for k in ("detections",) if k in params}
     spec = DATASETS.get("refcoco")

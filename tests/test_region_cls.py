@@ -127,10 +127,10 @@ def test_region_cls_end_to_end(tmp_path, cub_root):
 
 
 def test_region_cls_scores_are_logits_and_bad_boxes_are_skipped(tmp_path):
+    from clipbench.config.tasks import RegionClsConfig
     from clipbench.methods import METHODS
     from clipbench.models import load_model
     from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.region_cls import RegionClsConfig
 
     folders = ["001.Red", "002.Blue"]
     scene(tmp_path / "CUB_200_2011" / "images" / "001.Red" / "a.jpg", (40, 32), [(2, 2, 20, 20)], "red", 0)
@@ -156,9 +156,10 @@ def test_region_cls_scores_are_logits_and_bad_boxes_are_skipped(tmp_path):
 
 def test_all_boxes_of_a_sample_form_one_region(tmp_path):
     """The task hands the method one region per sample holding every (clipped) box."""
-    from clipbench.methods.base import Method, MethodConfig
+    from clipbench.config.methods import MethodConfig
+    from clipbench.config.tasks import RegionClsConfig
+    from clipbench.methods.base import Method
     from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.region_cls import RegionClsConfig
 
     class Recorder(Method):
         seen: list = []
@@ -185,10 +186,10 @@ def test_all_boxes_of_a_sample_form_one_region(tmp_path):
 
 def test_ensemble_classifier_sums_model_logits(cub_root):
     """An ensemble of the run's model with itself doubles every logit."""
+    from clipbench.config.tasks import RegionClsConfig
     from clipbench.methods import METHODS
     from clipbench.models import load_model
     from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.region_cls import RegionClsConfig
 
     model = load_model(TINY_ARCH, None, "fp32", "cpu")
     ctx = RunContext(device=torch.device("cpu"), batch_size=8, save_predictions=True, progress=False)
@@ -206,9 +207,10 @@ def test_ensemble_classifier_sums_model_logits(cub_root):
 
 
 def test_subtract_is_refused_for_region_cls(cub_root):
-    from clipbench.methods.clip import ClipConfig, ClipMethod
+    from clipbench.config.methods import ClipConfig
+    from clipbench.config.tasks import RegionClsConfig
+    from clipbench.methods.clip import ClipMethod
     from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.region_cls import RegionClsConfig
 
     method = ClipMethod(ClipConfig(subtract=True), model=None)
     with pytest.raises(ConfigError, match="method.subtract"):

@@ -39,8 +39,7 @@ def wandb_runs(monkeypatch):
 def test_wandb_gets_config_hash_git_sha_and_the_task_tables(tmp_path, toy_root, monkeypatch, wandb_runs, toy, table):
     import wandb
 
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
-    cfg = compose_config(tmp_overrides(tmp_path, f"+toy={toy}", "logger=both", "limit=4", "save_predictions=true"))
+    cfg = compose_config(tmp_overrides(tmp_path, f"paths.toy={toy_root}", f"+toy={toy}", "logger=both", "limit=4", "save_predictions=true"))
     rows = run(cfg, tmp_path / "run")
     (logged,) = wandb_runs
     assert logged.init["config"]["config_hash"] == rows[0]["config_hash"]

@@ -11,9 +11,8 @@ from clipbench.runner import run
 
 
 def _metrics(tmp_path, toy_root, monkeypatch, *overrides) -> dict[str, float]:
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
     cfg = compose_config([
-        "device=cpu", "num_workers=0", "progress=false", f"results_csv={tmp_path / 'results.csv'}",
+        f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", f"results_csv={tmp_path / 'results.csv'}",
         f"cache_dir={tmp_path / 'cache'}", *overrides,
     ])
     return {r["metric"]: r["value"] for r in run(cfg, tmp_path / "run")}

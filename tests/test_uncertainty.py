@@ -193,8 +193,7 @@ COUNTS = {"skipped", "truncated_captions"}  # counts, not estimates: no interval
 def test_every_metric_of_every_task_has_its_outcomes_and_interval(tmp_path, toy_root, monkeypatch, task):
     from clipbench.runner import run
 
-    monkeypatch.setenv("CLIPBENCH_TOY_ROOT", str(toy_root))
-    cfg = compose_config(["device=cpu", "num_workers=0", "progress=false", "limit=60", "ci.resamples=200",
+    cfg = compose_config([f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", "limit=60", "ci.resamples=200",
                           f"results_csv={tmp_path / 'results.csv'}", f"cache_dir={tmp_path / 'cache'}", f"+toy={task}"])
     rows = run(cfg, tmp_path / "run")
     _, outcomes = load_outcomes(tmp_path / "run" / OUTCOMES_FILE)

@@ -13,38 +13,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from clipbench.errors import ConfigError
+from clipbench.config.methods import METHOD_CONFIGS, MethodConfig, parse_region_prior
 from clipbench.metrics.boxes import Box
 from clipbench.registry import Registry
 
 Region = Sequence[Box]
-
-
-@dataclass
-class MethodConfig:
-    name: str = "clip"
-    subtract: bool = False
-    region: str = "full"  # for tasks without boxes: full | center:<fraction>
-
-    def validate(self) -> None:
-        parse_region_prior(self.region)
-
-    def check_tower(self, depth: int, num_heads: int) -> None:
-        """Ranges that depend on the image tower (checked from the model's config, before it loads)."""
-
-
-def parse_region_prior(spec: str) -> float:
-    """``full`` -> 1.0, ``center:<f>`` -> f in (0, 1]."""
-    if spec == "full":
-        return 1.0
-    if spec.startswith("center:"):
-        try:
-            frac = float(spec.split(":", 1)[1])
-        except ValueError:
-            frac = -1.0
-        if 0 < frac <= 1:
-            return frac
-    raise ConfigError("method.region", f"{spec!r} is not allowed; use full or center:<fraction in (0,1]>")
 
 
 def prior_box(width: int, height: int, spec: str) -> Box:
@@ -118,9 +91,11 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register_method(name: str, config: type = MethodConfig):
+def register_method(name: str, config: type | None = None):
+    """Registers a method class under ``name``, with its config from ``METHOD_CONFIGS`` unless one is given."""
+
     def add(cls):
-        METHODS.register(name, MethodSpec(name, config, cls))
+        METHODS.register(name, MethodSpec(name, config or METHOD_CONFIGS.get(name, MethodConfig), cls))
         return cls
 
     return add

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from PIL import Image
 
-from clipbench.errors import ConfigError
-from clipbench.methods.base import METHODS, Method, MethodConfig, MethodSpec, Region, whole_image
-from clipbench.methods.foveal_bias import RESIZE_MODES, image_transform
-
-
-@dataclass
-class ClipConfig(MethodConfig):
-    name: str = "clip"
-    resize: str = "center_crop"  # center_crop (the model's own preprocessing) | square (FALIP's input, Resize((S, S)))
-
-    def validate(self) -> None:
-        super().validate()
-        if self.resize not in RESIZE_MODES:
-            raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
+from clipbench.config.methods import ClipConfig
+from clipbench.methods.base import METHODS, Method, MethodSpec, Region, whole_image
+from clipbench.methods.foveal_bias import image_transform
 
 
 class ClipMethod(Method):

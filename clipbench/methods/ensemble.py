@@ -15,40 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from clipbench.errors import ConfigError
-from clipbench.methods.base import METHODS, Method, MethodConfig, register_method
+from clipbench.config.methods import EnsembleConfig, member_config
+from clipbench.methods.base import METHODS, Method, register_method
 
 
-@dataclass
-class EnsembleConfig(MethodConfig):
-    name: str = "ensemble"
-    models: list[Any] = field(default_factory=list)  # [{arch: RN50x16, pretrained: openai}, ...] besides model.*
-    method: str = "crop"  # the prompt every model uses
-    method_params: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.models:
-            raise ConfigError("method.models", "needs at least one extra model, e.g. [{arch: RN50x16, pretrained: openai}]")
-        for i, spec in enumerate(self.models):
-            if not isinstance(spec, dict) or "arch" not in spec or set(spec) - {"arch", "pretrained", "precision"}:
-                raise ConfigError(f"method.models[{i}]", f"needs arch (and optionally pretrained, precision), got {spec}")
-        if self.method == "ensemble" or self.method not in METHODS:
-            raise ConfigError("method.method", f"{self.method!r} is not allowed; choose from {sorted(set(METHODS.names()) - {'ensemble'})}")
-        from clipbench.methods.visual_prompts import member_config
-
-        member_config(self.method, self.method_params)
-
-
-@register_method("ensemble", EnsembleConfig)
+@register_method("ensemble")
 class EnsembleMethod(Method):
     def __init__(self, cfg: EnsembleConfig, model):
-        from clipbench.methods.visual_prompts import member_config
         from clipbench.models import load_model
 
         super().__init__(cfg, model)

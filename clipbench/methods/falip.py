@@ -15,67 +15,32 @@ error; use ``rows=all`` or ``diagonal`` to bias blocks). The other keys mean the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from clipbench.config.methods import DEFAULT_LAYERS, FalipConfig
 from clipbench.errors import ConfigError
-from clipbench.methods.base import Method, MethodConfig, Region, register_method
+from clipbench.methods.base import Method, Region, register_method
 from clipbench.methods.foveal_bias import (
-    RESIZE_MODES,
-    SHAPES,
     PatchGrid,
     image_transform,
     region_patch_weights,
 )
 from clipbench.models.attention import (
-    ROWS,
     attention_tower,
     bias_from_patch_weights,
-    check_heads_spec,
     encode_with_attention_bias,
     head_scale_matrix,
     probe_bias_from_patch_weights,
     resolve_layers,
 )
 
-DEFAULT_LAYERS = [-4, -3, -2, -1]
 #: regions encoded together; bounds the activations and per-head biases held at once
 REGION_CHUNK = 64
 
 
-@dataclass
-class FalipConfig(MethodConfig):
-    name: str = "falip"
-    alpha: float = 0.2
-    sigma: float = 100.0
-    shape: str = "gaussian"
-    rows: str = "cls"
-    layers: Any = field(default_factory=lambda: list(DEFAULT_LAYERS))
-    heads: Any = "all"
-    resize: str = "square"
-    fast: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise ConfigError("method.alpha", f"must be a finite number >= 0, got {self.alpha}")
-        if not math.isfinite(self.sigma) or self.sigma <= 0:
-            raise ConfigError("method.sigma", f"must be a finite number > 0, got {self.sigma}")
-        for key, value, allowed in (("shape", self.shape, SHAPES), ("rows", self.rows, ROWS), ("resize", self.resize, RESIZE_MODES)):
-            if value not in allowed:
-                raise ConfigError(f"method.{key}", f"{value!r} is not allowed; use one of {list(allowed)}")
-        resolve_layers(self.layers, depth=10**6)  # syntax only; the range is checked against the model
-        check_heads_spec(self.heads)
-
-    def check_tower(self, depth: int, num_heads: int) -> None:
-        head_scale_matrix(self.heads, resolve_layers(self.layers, depth), num_heads)
-
-
-@register_method("falip", FalipConfig)
+@register_method("falip")
 class FalipMethod(Method):
     def __init__(self, cfg: FalipConfig, model):
         super().__init__(cfg, model)

@@ -24,11 +24,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from clipbench.config.methods import RESIZE_MODES, SHAPES
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import Box
-
-SHAPES = ("gaussian", "uniform", "ellipse")
-RESIZE_MODES = ("square", "center_crop")
 
 
 @dataclass(frozen=True)

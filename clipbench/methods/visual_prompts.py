@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -45,17 +45,20 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
-from clipbench.data.templates import has_one_field
+from clipbench.config.methods import (
+    BLUR_RADIUS,
+    FGVP_PROMPT_SIZE,
+    RED,
+    SHADE_RGBA,
+    CombineConfig,
+    EditConfig,
+    RedCircleConfig,
+    member_config,
+)
 from clipbench.errors import ConfigError
-from clipbench.methods.base import METHODS, Method, MethodConfig, Region, register_method
-from clipbench.methods.foveal_bias import RESIZE_MODES, image_transform, model_normalize
+from clipbench.methods.base import METHODS, Method, Region, register_method
+from clipbench.methods.foveal_bias import image_transform, model_normalize
 from clipbench.metrics.boxes import Box, clip_box, expand_box, union_box
-
-RED = (255, 0, 0)
-SHADE_RGBA = (240, 0, 30, 127)
-BLUR_RADIUS = 100.0
-FGVP_PROMPT_SIZE = 384
-
 
 # ---------------------------------------------------------------- pure drawing functions
 
@@ -211,19 +214,6 @@ def shade_boxes(image: Image.Image, boxes: Sequence[Box], rgba=SHADE_RGBA) -> Im
 # ---------------------------------------------------------------- methods
 
 
-@dataclass
-class EditConfig(MethodConfig):
-    multi_box: str = "each"  # several boxes in one region: each | union
-    resize: str = "square"  # model input: square (official Resize((S, S)), no crop) | center_crop (open_clip's)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.multi_box not in ("each", "union"):
-            raise ConfigError("method.multi_box", f"{self.multi_box!r} is not allowed; use each or union")
-        if self.resize not in RESIZE_MODES:
-            raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
-
-
 class ImageEditMethod(Method):
     """One edited image per region; all edited images of a call are encoded as one batch."""
 
@@ -268,18 +258,7 @@ def _edit_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="visual-prompt")
 
 
-@dataclass
-class CropConfig(EditConfig):
-    name: str = "crop"
-    margin: float = 0.0  # each side enlarged by this fraction of the box's width/height
-
-    def validate(self) -> None:
-        super().validate()
-        if self.margin < 0:
-            raise ConfigError("method.margin", f"must be >= 0, got {self.margin}")
-
-
-@register_method("crop", CropConfig)
+@register_method("crop")
 class CropMethod(ImageEditMethod):
     def region_boxes(self, image, region):
         return [union_box(super().region_boxes(image, region))]
@@ -288,18 +267,7 @@ class CropMethod(ImageEditMethod):
         return crop_image(image, boxes[0], self.cfg.margin)
 
 
-@dataclass
-class BlurConfig(EditConfig):
-    name: str = "blur"
-    radius: float = BLUR_RADIUS  # PIL GaussianBlur radius (the Gaussian's standard deviation)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.radius < 0:
-            raise ConfigError("method.radius", f"must be >= 0, got {self.radius}")
-
-
-@register_method("blur", BlurConfig)
+@register_method("blur")
 class BlurMethod(ImageEditMethod):
     def prepare(self, image):
         return image.filter(ImageFilter.GaussianBlur(self.cfg.radius))
@@ -308,31 +276,7 @@ class BlurMethod(ImageEditMethod):
         return blur_outside_boxes(image, boxes, blurred=shared)
 
 
-@dataclass
-class RedCircleConfig(EditConfig):
-    name: str = "red_circle"
-    variant: str = "fgvp"  # fgvp (OpenCV prompt at prompt_size, thickness 2) | falip (width int(max(W,H)/200), blur outside)
-    thickness: int = 2  # fgvp variant's red ellipse
-    colour: list[int] = field(default_factory=lambda: list(RED))
-    radius: float = BLUR_RADIUS  # blur outside the ellipse (falip variant, blur_circle)
-    prompt_size: int | None = FGVP_PROMPT_SIZE  # fgvp variant: shorter side before drawing, then squashed; null = the model input
-    min_width: int = 0  # falip variant: ring width at least this (0 = official, no ring under 200 px)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.variant not in ("fgvp", "falip"):
-            raise ConfigError("method.variant", f"{self.variant!r} is not allowed; use fgvp or falip")
-        if self.thickness < 1:
-            raise ConfigError("method.thickness", f"must be >= 1, got {self.thickness}")
-        if len(self.colour) != 3 or not all(0 <= c <= 255 for c in self.colour):
-            raise ConfigError("method.colour", f"must be three values in 0..255, got {self.colour}")
-        if self.prompt_size is not None and self.prompt_size < 1:
-            raise ConfigError("method.prompt_size", f"must be >= 1 or null, got {self.prompt_size}")
-        if self.min_width < 0:
-            raise ConfigError("method.min_width", f"must be >= 0, got {self.min_width}")
-
-
-@register_method("red_circle", RedCircleConfig)
+@register_method("red_circle")
 class RedCircleMethod(ImageEditMethod):
     outside = "none"  # FGVP's circle; grayscale / blur: grayscale_circle_mask / blur_circle_mask
 
@@ -362,12 +306,7 @@ class RedCircleMethod(ImageEditMethod):
         return list(fgvp_model_input(prompts, self.mean, self.std, size, self.prompt_size))
 
 
-@dataclass
-class GrayscaleCircleConfig(RedCircleConfig):
-    name: str = "grayscale_circle"
-
-
-@register_method("grayscale_circle", GrayscaleCircleConfig)
+@register_method("grayscale_circle")
 class GrayscaleCircleMethod(RedCircleMethod):
     outside = "grayscale"
 
@@ -380,31 +319,12 @@ class GrayscaleCircleMethod(RedCircleMethod):
         return super().edit(image, boxes, shared)
 
 
-@dataclass
-class BlurCircleConfig(RedCircleConfig):
-    name: str = "blur_circle"
-
-
-@register_method("blur_circle", BlurCircleConfig)
+@register_method("blur_circle")
 class BlurCircleMethod(RedCircleMethod):
     outside = "blur"
 
 
-@dataclass
-class ShadeConfig(EditConfig):
-    name: str = "shade"
-    rgba: list[int] = field(default_factory=lambda: list(SHADE_RGBA))
-    text_template: str = "{} is in red color."
-
-    def validate(self) -> None:
-        super().validate()
-        if len(self.rgba) != 4 or not all(0 <= c <= 255 for c in self.rgba):
-            raise ConfigError("method.rgba", f"must be four values in 0..255, got {self.rgba}")
-        if not has_one_field(self.text_template):
-            raise ConfigError("method.text_template", f"needs exactly one '{{}}' and no other field, got {self.text_template!r}")
-
-
-@register_method("shade", ShadeConfig)
+@register_method("shade")
 class ShadeMethod(ImageEditMethod):
     def edit(self, image, boxes, shared):
         return shade_boxes(image, boxes, self.cfg.rgba)
@@ -417,34 +337,7 @@ class ShadeMethod(ImageEditMethod):
 # ---------------------------------------------------------------- combination by summed logits
 
 
-@dataclass
-class CombineConfig(MethodConfig):
-    name: str = "combine"
-    members: list[str] = field(default_factory=lambda: ["crop", "blur"])  # ReCLIP's isolation proposals
-    member_params: dict[str, Any] = field(default_factory=dict)  # e.g. {crop: {margin: 0.1}}
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.members:
-            raise ConfigError("method.members", "needs at least one method name")
-        for name in self.members:
-            if name in ("combine", "ensemble") or name not in METHODS:
-                allowed = sorted(set(METHODS.names()) - {"combine", "ensemble"})
-                raise ConfigError("method.members", f"{name!r} is not allowed; choose from {allowed}")
-        unknown = set(self.member_params) - set(self.members)
-        if unknown:
-            raise ConfigError("method.member_params", f"{sorted(unknown)} are not in method.members={self.members}")
-        for name in self.members:
-            member_config(name, self.member_params.get(name))
-
-
-def member_config(name: str, params: dict | None):
-    from clipbench.config import to_schema
-
-    return to_schema(METHODS.get(name).config, {"name": name, **(params or {})}, f"method.member_params.{name}")
-
-
-@register_method("combine", CombineConfig)
+@register_method("combine")
 class CombineMethod(Method):
     """Sums the members' logits: the feature is the sum of the members' L2-normalised features.
 

@@ -8,8 +8,10 @@ leaves b unclamped (the default here); ``ref_clamp=True`` gives the paper's max(
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CLIP_S_WEIGHT = 2.5
 PREFIX = "A photo depicts "
@@ -22,11 +24,15 @@ def score_name(scorer: str, weight: float = CLIP_S_WEIGHT) -> str:
 
 def clip_s(cosine: torch.Tensor, weight: float = CLIP_S_WEIGHT) -> torch.Tensor:
     """w * max(cos, 0), elementwise."""
+    import torch
+
     return weight * torch.as_tensor(cosine, dtype=torch.float64).clamp(min=0)
 
 
 def refclip_s(clip_score: torch.Tensor, ref_cosine: torch.Tensor, ref_clamp: bool = False) -> torch.Tensor:
     """Harmonic mean 2ab/(a+b) of CLIP-S ``a`` and the max reference cosine ``b``; 0 where a + b = 0."""
+    import torch
+
     a = torch.as_tensor(clip_score, dtype=torch.float64)
     b = torch.as_tensor(ref_cosine, dtype=torch.float64)
     if ref_clamp:

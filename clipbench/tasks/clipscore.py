@@ -13,17 +13,16 @@ Result rows: ``clip_s_w2.5``, ``refclip_s_w2.5`` (corpus means); per scorer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, ClipScoreConfig
 from clipbench.data.captions import is_caption
 from clipbench.data.clipscore_corpora import PASCAL_CATEGORIES, CaptionSet
 from clipbench.errors import ConfigError
 from clipbench.metrics.clipscore import (
-    CLIP_S_WEIGHT,
-    PREFIX,
     caption_length,
     clip_s,
     count_truncated,
@@ -41,27 +40,6 @@ from clipbench.metrics.uncertainty import Outcome
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
-
-SCORERS = ("clip_s", "refclip_s", "length")
-
-
-@dataclass
-class ClipScoreConfig:
-    name: str = "clipscore"
-    scorer: str = "clip_s"  # the scorer behind the plain kendall_tau_* / accuracy_* rows
-    weight: float = CLIP_S_WEIGHT
-    prefix: str = PREFIX
-    ref_clamp: bool = False  # true: the paper's max(ref cosine, 0); false: the official code
-    scorers: list[str] = field(default_factory=lambda: list(SCORERS))  # scorers reported by name
-
-    def validate(self) -> None:
-        if self.scorer not in SCORERS:
-            raise ConfigError("task.scorer", f"{self.scorer!r} is not allowed; use one of {list(SCORERS)}")
-        bad = [s for s in self.scorers if s not in SCORERS]
-        if bad:
-            raise ConfigError("task.scorers", f"{bad} not allowed; use a subset of {list(SCORERS)}")
-        if not self.weight > 0:
-            raise ConfigError("task.weight", f"must be > 0, got {self.weight}")
 
 
 @dataclass
@@ -280,4 +258,4 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
     )
 
 
-TASKS.register("clipscore", TaskSpec("clipscore", ClipScoreConfig, evaluate, methods=frozenset({"clip"})))
+TASKS.register("clipscore", TaskSpec("clipscore", TASK_CONFIGS["clipscore"], evaluate, methods=frozenset({"clip"})))

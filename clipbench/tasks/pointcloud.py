@@ -18,15 +18,15 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, PointCloudTaskConfig
 from clipbench.data.projection import (
-    POINTCLIP_V2_TILTS,
     PROJECTIONS,
     depth_to_images,
     foreground,
@@ -45,78 +45,7 @@ from clipbench.progress import tqdm
 from clipbench.runtime import Throughput, synchronize
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
-WEIGHT_MODES = ("uniform", "search")
 SEARCH_CHUNK = 256  # weight combinations scored at once
-
-
-@dataclass
-class PointCloudTaskConfig:
-    name: str = "pointcloud"
-    projection: str = "pointclip_v1"  # pointclip_v1 | pointclip_v2
-    views: Any = None  # null = the projection's own views; else a list of [a, b, c] Euler angles (radians)
-    tilts: Any = None  # pointclip_v2 only: one [a, b, c] tilt per view; null = V2's tilts with its own views
-    resolution: int | None = None  # projection grid; null = 128 (v1) / 112 (v2)
-    normalize: bool = False  # true: apply the model's mean/std to the depth images (PointCLIP feeds them raw)
-    templates: Any = "pointcloud"
-    view_weights: Any = "uniform"  # uniform | search | [w_1, ..., w_V]
-    search_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    search_split: str = "train"
-    search_samples: int = 512  # held-out clouds of search_split used for the search
-    search_max_combinations: int = 65536  # above this, coordinate ascent over the same grid
-    topk: list[int] = field(default_factory=lambda: [1, 5])
-
-    def validate(self) -> None:
-        if self.projection not in PROJECTIONS:
-            raise ConfigError("task.projection", f"{self.projection!r} is not allowed; use one of {sorted(PROJECTIONS)}")
-        views = self.view_angles()
-        if self.tilts is not None:
-            if self.projection != "pointclip_v2":
-                raise ConfigError("task.tilts", "only pointclip_v2 has view tilts; leave it null")
-            if len(_angle_list(self.tilts, "task.tilts")) != len(views):
-                raise ConfigError("task.tilts", f"needs one [a, b, c] per view ({len(views)})")
-        if self.resolution is not None and self.resolution < 8:
-            raise ConfigError("task.resolution", f"must be >= 8 or null, got {self.resolution}")
-        resolve_templates(self.templates)
-        if isinstance(self.view_weights, str):
-            if self.view_weights not in WEIGHT_MODES:
-                raise ConfigError("task.view_weights", f"{self.view_weights!r} is not allowed; use uniform, search or a list of {len(views)} numbers")
-        else:
-            weights = list(self.view_weights)
-            if len(weights) != len(views) or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights):
-                raise ConfigError("task.view_weights", f"must hold {len(views)} finite numbers >= 0 (one per view), got {weights}")
-        if not self.search_grid or any(not math.isfinite(w) or w < 0 for w in self.search_grid):
-            raise ConfigError("task.search_grid", f"must be a non-empty list of numbers >= 0, got {self.search_grid}")
-        if self.search_samples < 1:
-            raise ConfigError("task.search_samples", f"must be >= 1, got {self.search_samples}")
-        if self.search_split != "train":
-            raise ConfigError("task.search_split", "view weights are searched on the train split only; use train")
-        if not self.topk or any(k < 1 for k in self.topk):
-            raise ConfigError("task.topk", f"must be a list of integers >= 1, got {self.topk}")
-
-    def view_angles(self) -> list[tuple[float, float, float]]:
-        if self.views is None:
-            return [tuple(v) for v in PROJECTIONS[self.projection].views]
-        views = _angle_list(self.views, "task.views")
-        if not views:
-            raise ConfigError("task.views", "needs at least one view")
-        return views
-
-    def view_tilts(self) -> list[tuple[float, float, float]] | None:
-        if self.projection != "pointclip_v2":
-            return None
-        if self.tilts is not None:
-            return _angle_list(self.tilts, "task.tilts")
-        return list(POINTCLIP_V2_TILTS) if self.views is None else None
-
-
-def _angle_list(value: Any, key: str) -> list[tuple[float, float, float]]:
-    try:
-        out = [tuple(float(a) for a in v) for v in value]
-    except (TypeError, ValueError):
-        out = []
-    if not out or any(len(v) != 3 or not all(math.isfinite(a) for a in v) for v in out):
-        raise ConfigError(key, f"must be a list of [a, b, c] Euler angles in radians, got {value!r}")
-    return out
 
 
 # ---------------------------------------------------------------- images and features
@@ -392,4 +321,4 @@ def evaluate(model, dataset, method, cfg: PointCloudTaskConfig, ctx: RunContext)
     )
 
 
-TASKS.register("pointcloud", TaskSpec("pointcloud", PointCloudTaskConfig, evaluate, methods=frozenset({"clip", "falip"})))
+TASKS.register("pointcloud", TaskSpec("pointcloud", TASK_CONFIGS["pointcloud"], evaluate, methods=frozenset({"clip", "falip"})))

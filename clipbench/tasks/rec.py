@@ -25,32 +25,14 @@ from typing import Any
 
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, RecConfig
 from clipbench.data.loading import prefetched
-from clipbench.data.templates import has_one_field
-from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import Box, clip_box, is_malformed
 from clipbench.metrics.iou import box_iou
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
-
-
-@dataclass
-class RecConfig:
-    name: str = "rec"
-    template: str = "a photo of {}"
-    lowercase: bool = True
-    iou_threshold: float = 0.5
-    bank_size: int = 500  # caption bank for method.subtract
-
-    def validate(self) -> None:
-        if not has_one_field(self.template):
-            raise ConfigError("task.template", f"needs exactly one '{{}}', got {self.template!r}")
-        if not 0 <= self.iou_threshold < 1:
-            raise ConfigError("task.iou_threshold", f"must be in [0, 1), got {self.iou_threshold}")
-        if self.bank_size < 1:
-            raise ConfigError("task.bank_size", f"must be >= 1, got {self.bank_size}")
 
 
 def subtract_bank(logits: torch.Tensor, bank_logits: torch.Tensor) -> torch.Tensor:
@@ -265,4 +247,4 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
     )
 
 
-TASKS.register("rec", TaskSpec("rec", RecConfig, evaluate))
+TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate))

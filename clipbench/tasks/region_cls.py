@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, RegionClsConfig
 from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
@@ -22,16 +21,6 @@ from clipbench.metrics.classification import classification_outcomes, mean_per_c
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
-
-
-@dataclass
-class RegionClsConfig:
-    name: str = "region_cls"
-    templates: Any = "simple"  # a named set (simple, cifar, ...) or a list of strings with one {}
-    topk: list[int] = field(default_factory=lambda: [1, 5])
-
-    def validate(self) -> None:
-        resolve_templates(self.templates)
 
 
 def method_templates(method, templates: list[str]) -> list[str]:
@@ -103,4 +92,4 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     )
 
 
-TASKS.register("region_cls", TaskSpec("region_cls", RegionClsConfig, evaluate))
+TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, RetrievalConfig
 from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
@@ -83,16 +83,6 @@ def texts_features(
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
-@dataclass
-class RetrievalConfig:
-    name: str = "retrieval"
-    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
-
-    def validate(self) -> None:
-        if not self.recall_k or any(k < 1 for k in self.recall_k):
-            raise ConfigError("task.recall_k", f"must be a non-empty list of k >= 1, got {self.recall_k}")
-
-
 def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> TaskResult:
     if not method.region_free:
         raise ConfigError("method", f"task=retrieval embeds whole images; use method=clip, not {method.cfg.name}")
@@ -135,4 +125,4 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     )
 
 
-TASKS.register("retrieval", TaskSpec("retrieval", RetrievalConfig, evaluate, methods=frozenset({"clip"})))
+TASKS.register("retrieval", TaskSpec("retrieval", TASK_CONFIGS["retrieval"], evaluate, methods=frozenset({"clip"})))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 import torch
 
+from clipbench.config.tasks import TASK_CONFIGS, ZeroShotConfig
 from clipbench.data.loading import image_batches, pil_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
@@ -22,17 +21,6 @@ from clipbench.metrics.classification import (
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
-
-
-@dataclass
-class ZeroShotConfig:
-    name: str = "zeroshot"
-    templates: Any = None  # a named set, a list of strings with one {}, or null: the dataset's own, else cifar
-    topk: list[int] = field(default_factory=lambda: [1, 5])
-
-    def validate(self) -> None:
-        if self.templates is not None:
-            resolve_templates(self.templates)
 
 
 def task_templates(cfg: ZeroShotConfig, dataset) -> list[str]:
@@ -140,4 +128,4 @@ def _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx: R
     )
 
 
-TASKS.register("zeroshot", TaskSpec("zeroshot", ZeroShotConfig, evaluate))
+TASKS.register("zeroshot", TaskSpec("zeroshot", TASK_CONFIGS["zeroshot"], evaluate))

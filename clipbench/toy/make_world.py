@@ -3,7 +3,7 @@
     clipbench-toy-world [--out data/toy] [--seed 0] [--scale 1.0] [--force] [--quiet]
 
 Every part goes through the same ``write_*`` function the tests use for that format (``clipbench.toy.writers``),
-and is read back by the real loaders (dataset.root=data/toy/...; with another --out, CLIPBENCH_TOY_ROOT=DIR
+and is read back by the real loaders (dataset.root=data/toy/...; with another --out, paths.toy=DIR
 points +toy=... at it). Re-running with the same settings does nothing. ``python scripts/make_toy_world.py``
 in a checkout is the same.
 

@@ -61,10 +61,13 @@ class ExperimentsConfigSource(FileConfigSource):
 
 
 class ExperimentsSearchPath(SearchPathPlugin):
-    """Adds the experiments folder to clipbench's own config search path (other Hydra apps are left alone)."""
+    """Adds the experiments folder and the group schemas (schema_source.py) to clipbench's own config search
+    path (other Hydra apps are left alone)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         from clipbench.paths import CONF_DIR, experiments_dir
+        from hydra_plugins.clipbench_experiments.schema_source import SCHEME as SCHEMAS
 
         if any(str(CONF_DIR) in (element.path or "") for element in search_path.get_path()):
             search_path.append(provider="clipbench", path=f"{SCHEME}://{experiments_dir()}")
+            search_path.append(provider="clipbench", path=f"{SCHEMAS}://clipbench")

@@ -6,6 +6,7 @@
         jobs:
           - [+toy=rec, method=falip]
           - [+toy=pointcloud, method=clip]
+          - [task=rec, "dataset=refcoco,refcocog", "method=crop,falip"]   # a job may sweep: 4 jobs, first key outermost
 
 Command-line overrides apply to every job; sweeps on the command line (``seed=0,1``) or in
 ``hydra.sweeper.params`` (``dataset.name: a,b``) multiply the list, each job's runs kept together.
@@ -21,6 +22,20 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 
+def _product(overrides) -> list[list[str]]:
+    """The jobs of one override list, its sweeps expanded as Hydra's basic sweeper does (first key outermost)."""
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def expand_jobs(jobs: list[list[str]], arguments: list[str], parser: OverridesParser | None = None) -> list[list[str]]:
+    """Every job's own sweeps expanded, then each job times the sweeps in ``arguments`` (its runs kept together)."""
+    parser = parser or OverridesParser.create()
+    extras = _product(parser.parse_overrides(list(arguments)))
+    return [
+        job + extra for listed in (jobs or [[]]) for job in _product(parser.parse_overrides(list(listed))) for extra in extras
+    ]
+
+
 class JobListSweeper(BasicSweeper):
     def __init__(
         self, jobs: list[list[str]] | None = None, max_batch_size: int | None = None, params: dict | None = None
@@ -31,9 +46,7 @@ class JobListSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        arguments = self._parse_config() + list(arguments)
-        expanded = [job for batch in self.split_arguments(parser.parse_overrides(arguments), None) for job in batch]
-        batch = [list(job) + list(extra) for job in (self.jobs or [[]]) for extra in expanded]
+        batch = expand_jobs(self.jobs, self._parse_config() + list(arguments), parser)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clipbench.errors import ConfigError
+from clipbench.paths import deprecated_env_path
 
 
 @dataclass
@@ -113,6 +114,7 @@ class RunConfig:
 
 
 GROUP_KEYS = ("task", "dataset", "model", "method", "logger")
+PATH_KEYS = ("paths",)  # read only through the interpolations of the groups above
 RUN_KEYS = tuple(f.name for f in fields(RunConfig))
 
 
@@ -144,13 +146,15 @@ def as_plain(obj: Any) -> Any:
     return obj
 
 
-ASSETS_DIR = __import__("pathlib").Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "assets"
 
 
 def register_resolvers() -> None:
-    """``${asset:<file>}`` resolves to a file shipped in clipbench/assets."""
+    """``${asset:<file>}``: a file shipped in clipbench/assets; ``${clipbench.path:...}``: conf/paths/default.yaml."""
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name))
+    if not OmegaConf.has_resolver("clipbench.path"):
+        OmegaConf.register_new_resolver("clipbench.path", deprecated_env_path)
 
 
 register_resolvers()
