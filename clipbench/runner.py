@@ -127,10 +127,14 @@ def _name(node: Any, group: str) -> str:
 
 
 def config_hash(v: ValidatedConfig) -> str:
-    """Identity of what is measured: task, data, model, method, seed and limit (not where it is logged)."""
+    """Identity of what is measured: task, data, model (with its architecture's content), method, seed and
+    limit (not where it is logged)."""
+    from clipbench.models.factory import arch_digest
+
     payload = {
         "task": as_plain(v.task), "dataset": as_plain(v.dataset), "model": as_plain(v.model),
         "method": as_plain(v.method), "seed": v.run.seed, "limit": v.run.limit,
+        "architecture": arch_digest(v.model.arch) if v.model.source == "open_clip" else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
