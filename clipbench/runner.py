@@ -161,18 +161,21 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     evaluate, rows, write.
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
+    from clipbench.models.factory import weights_fingerprint
+
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
+    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
-        busy = claim_config(v.run.results_csv, chash)
+        busy = claim_config(v.run.results_csv, chash, weights)
         if busy:
             print(f"resume: config {chash} {busy}; skipping")
             return []
     try:
         built = build(v, cfg, run_dir)
         result, seconds = evaluate(v, built)
-        rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
+        rows, payload = result_rows(v, built, result, seconds, (chash, weights), experiment, method_config)
         write(v, rows, payload, result, run_dir, experiment)
     finally:
         if v.run.resume:
@@ -227,9 +230,11 @@ def evaluate(v: ValidatedConfig, built: Built):
     return result, seconds
 
 
-def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash: str, experiment: str | None,
-                method_config: str | None) -> tuple[list[dict], dict]:
-    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload."""
+def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identity: tuple[str, str],
+                experiment: str | None, method_config: str | None) -> tuple[list[dict], dict]:
+    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload.
+
+    ``identity``: the config hash and the weights fingerprint, what resume matches a row on."""
     from clipbench.metrics.uncertainty import bootstrap_interval
     from clipbench.runtime import peak_memory_mb
 
@@ -238,6 +243,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
     items_per_s = items / seconds if seconds > 0 else 0.0
     peak = peak_memory_mb(device)
     run_id = uuid.uuid4().hex[:12]
+    chash, weights = identity
     base = {
         "run_id": run_id,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -259,6 +265,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         "dataset_params": json.dumps(as_plain(v.dataset), sort_keys=True, default=str),
         "ci_low": None,
         "ci_high": None,
+        "weights_fingerprint": weights,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
@@ -278,7 +285,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         for name, value in metrics.items()
     ]
     payload = {
-        "run_id": run_id, "config_hash": chash, "metrics": metrics, "n": result.n,
+        "run_id": run_id, "config_hash": chash, "weights_fingerprint": weights, "metrics": metrics, "n": result.n,
         "metric_n": {m: result.n_for(m) for m in result.metrics}, "skipped": result.skipped,
         "skip_reasons": result.skip_reasons, "items_per_s": items_per_s, "seconds": seconds,
         "loop_items_per_s": result.throughput.items_per_s, "forward_items_per_s": result.throughput.forward_items_per_s,

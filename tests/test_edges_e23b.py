@@ -1,6 +1,7 @@
 """What a row stands for: the architecture's content, the weights' content, precision and interval settings,
 and the code that wrote it."""
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from helpers import compose_config, tmp_overrides
 from clipbench import runner
 from clipbench.models.factory import load_model
 from clipbench.models.text_cache import text_features
+from clipbench.results.csv_store import OLDER_HEADERS, RESULT_COLUMNS, read_results
 
 EDITED_ARCH = "clipbench-test-edited"
 
@@ -71,4 +73,36 @@ def test_an_edited_model_json_changes_the_hash_and_the_cached_text_embeddings(tm
     fresh = load_model(EDITED_ARCH, str(weights), reuse=False).encode_text(texts)
     assert torch.allclose(after, fresh, atol=1e-6)  # the edited architecture, not the cache of the old one
     assert not torch.allclose(before, after, atol=1e-4)
+
+
+# -- a checkpoint replaced at the same path --
+
+
+def test_a_replaced_checkpoint_is_rerun_by_resume_and_its_rows_say_which_weights(tmp_path, cifar_root):
+    weights = tmp_path / "w.pt"
+    args = (f"model.pretrained={weights}", "resume=true")
+    _checkpoint(weights, seed=1)
+    first = _run(tmp_path, cifar_root, *args)
+    _checkpoint(weights, seed=2)
+    second = _run(tmp_path, cifar_root, *args)
+    assert first and second, "resume skipped the replaced checkpoint"
+    assert first[0]["config_hash"] == second[0]["config_hash"]
+    assert first[0]["weights_fingerprint"] != second[0]["weights_fingerprint"]
+    assert _run(tmp_path, cifar_root, *args) == []  # the same weights again: done
+    frame = read_results(tmp_path / "results.csv")
+    assert set(frame["weights_fingerprint"]) == {first[0]["weights_fingerprint"], second[0]["weights_fingerprint"]}
+
+
+@pytest.mark.parametrize("older", OLDER_HEADERS, ids=lambda header: f"{len(header)}-columns")
+def test_resume_on_a_csv_with_an_older_header_runs_and_upgrades_it(tmp_path, cifar_root, older):
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(older)
+        writer.writerow(["old" if c == "run_id" else "h" if c == "config_hash" else "" for c in older])
+    rows = _run(tmp_path, cifar_root, "resume=true")
+    assert rows
+    frame = read_results(path)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert frame["run_id"].tolist()[0] == "old" and len(frame) == 1 + len(rows)
 

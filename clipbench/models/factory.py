@@ -245,6 +245,21 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
     return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
 
 
+def weights_fingerprint(arch: str, pretrained, source: str = "open_clip") -> str:
+    """What a result row records of the weights, known before they load (resume compares it): a checkpoint
+    file's or ``save_pretrained`` folder's content hash, ``tag:<name>`` for an open_clip tag, and "" for
+    random init or a hub id."""
+    if source == "hf":
+        from clipbench.models.hf import folder_weights_fingerprint
+
+        folder = Path(arch).expanduser()
+        return folder_weights_fingerprint(folder) if folder.is_dir() else ""
+    if no_weights(pretrained):
+        return ""
+    path = Path(str(pretrained)).expanduser()
+    return file_fingerprint(path) if path.is_file() else f"tag:{pretrained}"
+
+
 # -- pretrained sources: each returns (state_dict or None, open_clip tag or None, fingerprint) --
 
 def _source_random(pretrained, arch):
@@ -308,10 +323,11 @@ def load_model(
     ``source``: ``open_clip`` (an open_clip architecture name) or ``hf`` (a transformers CLIP hub id or
     local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
     pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
-    reload weights; an edited model JSON is built anew.
+    reload weights; an edited model JSON or a replaced checkpoint is loaded anew.
     """
     device = torch.device(device)
-    key = (source, arch, arch_digest(arch) if source == "open_clip" else "", str(pretrained), precision, str(device))
+    content = (arch_digest(arch) if source == "open_clip" else "", weights_fingerprint(arch, pretrained, source))
+    key = (source, arch, str(pretrained), *content, precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     if source not in LOADERS:
