@@ -127,14 +127,15 @@ def _name(node: Any, group: str) -> str:
 
 
 def config_hash(v: ValidatedConfig) -> str:
-    """Identity of what is measured: task, data, model (with its architecture's content), method, seed and
-    limit (not where it is logged)."""
+    """Identity of what is measured: task, data, model (with its architecture's content), method, seed,
+    limit and the bootstrap intervals' settings (not where it is logged)."""
     from clipbench.models.factory import arch_digest
 
     payload = {
         "task": as_plain(v.task), "dataset": as_plain(v.dataset), "model": as_plain(v.model),
         "method": as_plain(v.method), "seed": v.run.seed, "limit": v.run.limit,
         "architecture": arch_digest(v.model.arch) if v.model.source == "open_clip" else None,
+        "ci": as_plain(v.run.ci) if v.run.ci.resamples else None,  # no intervals: their level changes nothing
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -266,6 +267,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "ci_low": None,
         "ci_high": None,
         "weights_fingerprint": weights,
+        "model_precision": v.model.precision,
+        "ci_level": v.run.ci.level if v.run.ci.resamples else None,
+        "ci_resamples": v.run.ci.resamples,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)

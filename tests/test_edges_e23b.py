@@ -106,3 +106,27 @@ def test_resume_on_a_csv_with_an_older_header_runs_and_upgrades_it(tmp_path, cif
     assert list(frame.columns) == RESULT_COLUMNS
     assert frame["run_id"].tolist()[0] == "old" and len(frame) == 1 + len(rows)
 
+
+# -- settings that change the numbers --
+
+
+def test_precision_is_in_the_rows_and_interval_settings_in_the_hash(tmp_path, cifar_root):
+    fp32 = _run(tmp_path, cifar_root, "model.precision=fp32")
+    bf16 = _run(tmp_path, cifar_root, "model.precision=bf16")
+    assert {r["model_precision"] for r in fp32} == {"fp32"} and {r["model_precision"] for r in bf16} == {"bf16"}
+    assert set(read_results(tmp_path / "results.csv")["model_precision"]) == {"fp32", "bf16"}
+
+    def chash(*extra):
+        return runner.config_hash(runner.validate(_config(tmp_path, cifar_root, *extra)))
+
+    intervals = chash("ci.resamples=100")
+    assert len({intervals, chash("ci.resamples=100", "ci.level=0.9"), chash("ci.resamples=200")}) == 3
+    assert chash() == chash("ci.level=0.9") != intervals  # no intervals: their level changes nothing
+
+
+def test_the_rows_state_the_interval_they_carry(tmp_path, cifar_root):
+    rows = _run(tmp_path, cifar_root, "ci.resamples=50", "ci.level=0.8")
+    top1 = next(r for r in rows if r["metric"] == "top1")
+    assert (top1["ci_level"], top1["ci_resamples"]) == (0.8, 50)
+    assert top1["ci_low"] <= top1["value"] <= top1["ci_high"]
+

@@ -23,7 +23,7 @@ LEGACY_COLUMNS = [  # the first header
 # a file with an older header is rewritten with the current one on its next append.
 ADDED_COLUMNS = [
     ["task_params", "dataset_params", "ci_low", "ci_high"],
-    ["weights_fingerprint"],
+    ["weights_fingerprint", "model_precision", "ci_level", "ci_resamples"],
 ]
 OLDER_HEADERS = [LEGACY_COLUMNS + sum(ADDED_COLUMNS[:i], []) for i in range(len(ADDED_COLUMNS))]
 RESULT_COLUMNS = LEGACY_COLUMNS + sum(ADDED_COLUMNS, [])
@@ -186,7 +186,7 @@ def check_results_csv(path: str | os.PathLike) -> None:
                     raise ConfigError("results_csv", str(exc)) from None
 
 
-NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high")
+NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples")
 
 
 def read_results(path: str | os.PathLike, numeric: bool = True):
