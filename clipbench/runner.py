@@ -39,21 +39,32 @@ RANDOM_INIT_BANNER = (
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The commit of the code, ``<sha>-dirty`` when tracked files differ from it, else ``unknown``."""
+    """The code that wrote a row: in clipbench's own checkout its commit (``<sha>-dirty`` when tracked files
+    differ from it), else the package version, ``v<version>``: an install inside some other git repository
+    (a wheel in a project's venv) must not record that project's commit."""
+    from clipbench import __version__
+
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--show-toplevel", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+            text=True, timeout=5,
         )
-        if out.returncode != 0:
-            return "unknown"
+        toplevel, _, sha = out.stdout.strip().partition("\n")
+        if out.returncode != 0 or not is_source_root(Path(toplevel)):
+            return f"v{__version__}"
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True,
             text=True, timeout=10,
         )
         dirty = status.returncode != 0 or bool(status.stdout.strip())
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return f"v{__version__}"
+
+
+def is_source_root(toplevel: Path) -> bool:
+    """Whether a git top level is clipbench's own checkout: the folder holding pyproject.toml next to clipbench/."""
+    return toplevel.resolve() == PROJECT_ROOT.resolve() and (PROJECT_ROOT / "pyproject.toml").is_file()
 
 
 # ---------------------------------------------------------------- step 1: validate

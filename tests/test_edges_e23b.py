@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TEST_CONFIGS, TINY_ARCH
-from helpers import compose_config, tmp_overrides
+from helpers import compose_config, git_commit_all, tmp_overrides
 
 from clipbench import runner
 from clipbench.models.factory import load_model
@@ -130,3 +130,29 @@ def test_the_rows_state_the_interval_they_carry(tmp_path, cifar_root):
     assert (top1["ci_level"], top1["ci_resamples"]) == (0.8, 50)
     assert top1["ci_low"] <= top1["value"] <= top1["ci_high"]
 
+
+# -- provenance --
+
+
+def _code_at(monkeypatch, root: Path) -> str:
+    monkeypatch.setattr(runner, "PROJECT_ROOT", root)
+    runner.git_sha.cache_clear()
+    try:
+        return runner.git_sha()
+    finally:
+        runner.git_sha.cache_clear()
+
+
+def test_an_install_inside_another_git_repository_records_the_package_version(tmp_path, monkeypatch):
+    from clipbench import __version__
+
+    site = ".venv/lib/site-packages"
+    head = git_commit_all(tmp_path, {"README.md": "a user's project\n", f"{site}/clipbench/__init__.py": ""})
+    recorded = _code_at(monkeypatch, tmp_path / site)
+    assert head not in recorded
+    assert recorded == f"v{__version__}"
+
+
+def test_a_checkout_of_the_package_records_its_commit(tmp_path, monkeypatch):
+    head = git_commit_all(tmp_path, {"pyproject.toml": "", "clipbench/__init__.py": ""})
+    assert _code_at(monkeypatch, tmp_path) == head
