@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 from conftest import TEST_CONFIGS, TINY_ARCH
@@ -21,7 +22,7 @@ EDITED_ARCH = "clipbench-test-edited"
 
 @pytest.fixture
 def edited_arch(tmp_path, monkeypatch):
-    """A copy of the tiny test architecture under its own name, in a folder of its own; returns a function that
+    """A copy of the tiny test architecture under its own name, in a folder of its own; yields a function that
     rewrites its JSON with some keys changed."""
     folder = tmp_path / "model_configs"
     folder.mkdir()
@@ -32,7 +33,9 @@ def edited_arch(tmp_path, monkeypatch):
         (folder / f"{EDITED_ARCH}.json").write_text(json.dumps(base | changes))
 
     write()
-    return write
+    yield write
+    (folder / f"{EDITED_ARCH}.json").unlink()  # open_clip keeps the JSONs it read: later tests see no test arch
+    open_clip.factory._MODEL_CONFIGS.pop(EDITED_ARCH, None)
 
 
 def _checkpoint(path: Path, arch: str = TINY_ARCH, seed: int = 0) -> Path:

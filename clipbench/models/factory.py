@@ -107,6 +107,7 @@ def sync_arch_config(arch: str) -> None:
     so one edited (or added) since is given to it again."""
     import open_clip
 
+    register_model_configs()
     found = _arch_config_file(arch)
     if found and open_clip.get_model_config(arch) != found[1]:
         open_clip.add_model_config(found[0])
@@ -246,14 +247,14 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
 
 
 def weights_fingerprint(arch: str, pretrained, source: str = "open_clip") -> str:
-    """What a result row records of the weights, known before they load (resume compares it): a checkpoint
-    file's or ``save_pretrained`` folder's content hash, ``tag:<name>`` for an open_clip tag, and "" for
+    """What a result row records of the weights, known before they load (resume compares it): the content
+    hash of a checkpoint file or of a ``save_pretrained`` folder (its config.json too), ``tag:<name>`` for an open_clip tag, and "" for
     random init or a hub id."""
     if source == "hf":
-        from clipbench.models.hf import folder_weights_fingerprint
+        from clipbench.models.hf import folder_fingerprint
 
         folder = Path(arch).expanduser()
-        return folder_weights_fingerprint(folder) if folder.is_dir() else ""
+        return folder_fingerprint(folder) if folder.is_dir() else ""
     if no_weights(pretrained):
         return ""
     path = Path(str(pretrained)).expanduser()
@@ -341,13 +342,13 @@ def load_model(
 def _load_open_clip(arch: str, pretrained, precision: str, device: torch.device, cache_dir: str | None) -> LoadedModel:
     import open_clip
 
+    sync_arch_config(arch)
     if arch not in available_archs():
         raise ConfigError(
             "model.arch",
             f"{arch!r} is not an open_clip architecture; see open_clip.list_models() (e.g. ViT-B-32, ViT-B-16, toyclip)",
         )
     autocast(device, precision)  # validates the precision for this device
-    sync_arch_config(arch)
     state, tag, fingerprint = resolve_pretrained(pretrained, arch)
     try:
         with _without_open_clip_random_notice():
