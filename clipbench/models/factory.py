@@ -248,8 +248,8 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
 
 def weights_fingerprint(arch: str, pretrained, source: str = "open_clip") -> str:
     """What a result row records of the weights, known before they load (resume compares it): the content
-    hash of a checkpoint file or of a ``save_pretrained`` folder (its config.json too), ``tag:<name>`` for an open_clip tag, and "" for
-    random init or a hub id."""
+    hash of a checkpoint file or of a ``save_pretrained`` folder (its config.json too), ``tag:<name>`` for
+    an open_clip tag, and "" for random init or a hub id."""
     if source == "hf":
         from clipbench.models.hf import folder_fingerprint
 

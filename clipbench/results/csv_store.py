@@ -186,7 +186,9 @@ def check_results_csv(path: str | os.PathLike) -> None:
                     raise ConfigError("results_csv", str(exc)) from None
 
 
-NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples")
+NUMERIC_COLUMNS = (
+    "value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples",
+)
 
 
 def read_results(path: str | os.PathLike, numeric: bool = True):
