@@ -49,21 +49,32 @@ RANDOM_INIT_BANNER = (
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The commit of the code, ``<sha>-dirty`` when tracked files differ from it, else ``unknown``."""
+    """The code that wrote a row: in clipbench's own checkout its commit (``<sha>-dirty`` when tracked files
+    differ from it), else the package version, ``v<version>``: an install inside some other git repository
+    (a wheel in a project's venv) must not record that project's commit."""
+    from clipbench import __version__
+
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--show-toplevel", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+            text=True, timeout=5,
         )
-        if out.returncode != 0:
-            return "unknown"
+        toplevel, _, sha = out.stdout.strip().partition("\n")
+        if out.returncode != 0 or not is_source_root(Path(toplevel)):
+            return f"v{__version__}"
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True,
             text=True, timeout=10,
         )
         dirty = status.returncode != 0 or bool(status.stdout.strip())
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return f"v{__version__}"
+
+
+def is_source_root(toplevel: Path) -> bool:
+    """Whether a git top level is clipbench's own checkout: the folder holding pyproject.toml next to clipbench/."""
+    return toplevel.resolve() == PROJECT_ROOT.resolve() and (PROJECT_ROOT / "pyproject.toml").is_file()
 
 
 # ---------------------------------------------------------------- step 1: validate
@@ -152,10 +163,15 @@ def _name(node: Any, group: str) -> str:
 
 
 def config_hash(v: ValidatedConfig) -> str:
-    """Identity of what is measured: task, data, model, method, seed and limit (not where it is logged)."""
+    """Identity of what is measured: task, data, model (with its architecture's content), method, seed,
+    limit and the bootstrap intervals' settings (not where it is logged)."""
+    from clipbench.models.factory import arch_digest
+
     payload = {
         "task": as_plain(v.task), "dataset": as_plain(v.dataset), "model": as_plain(v.model),
         "method": as_plain(v.method), "seed": v.run.seed, "limit": v.run.limit,
+        "architecture": arch_digest(v.model.arch) if v.model.source == "open_clip" else None,
+        "ci": as_plain(v.run.ci) if v.run.ci.resamples else None,  # no intervals: their level changes nothing
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -182,18 +198,21 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     evaluate, rows, write.
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
+    from clipbench.models.factory import weights_fingerprint
+
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
+    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
-        busy = claim_config(v.run.results_csv, chash)
+        busy = claim_config(v.run.results_csv, chash, weights)
         if busy:
             print(f"resume: config {chash} {busy}; skipping")
             return []
     try:
         built = build(v, cfg, run_dir)
         result, seconds = evaluate(v, built)
-        rows, payload = result_rows(v, built, result, seconds, chash, experiment, method_config)
+        rows, payload = result_rows(v, built, result, seconds, (chash, weights), experiment, method_config)
         write(v, rows, payload, result, run_dir, experiment)
     finally:
         if v.run.resume:
@@ -248,9 +267,11 @@ def evaluate(v: ValidatedConfig, built: Built):
     return result, seconds
 
 
-def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash: str, experiment: str | None,
-                method_config: str | None) -> tuple[list[dict], dict]:
-    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload."""
+def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identity: tuple[str, str],
+                experiment: str | None, method_config: str | None) -> tuple[list[dict], dict]:
+    """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload.
+
+    ``identity``: the config hash and the weights fingerprint, what resume matches a row on."""
     from clipbench.metrics.uncertainty import bootstrap_interval
     from clipbench.runtime import peak_memory_mb
 
@@ -259,6 +280,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
     items_per_s = items / seconds if seconds > 0 else 0.0
     peak = peak_memory_mb(device)
     run_id = uuid.uuid4().hex[:12]
+    chash, weights = identity
     base = {
         "run_id": run_id,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -280,6 +302,10 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         "dataset_params": json.dumps(as_plain(v.dataset), sort_keys=True, default=str),
         "ci_low": None,
         "ci_high": None,
+        "weights_fingerprint": weights,
+        "model_precision": v.model.precision,
+        "ci_level": v.run.ci.level if v.run.ci.resamples else None,
+        "ci_resamples": v.run.ci.resamples,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
@@ -299,7 +325,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, chash:
         for name, value in metrics.items()
     ]
     payload = {
-        "run_id": run_id, "config_hash": chash, "metrics": metrics, "n": result.n,
+        "run_id": run_id, "config_hash": chash, "weights_fingerprint": weights, "metrics": metrics, "n": result.n,
         "metric_n": {m: result.n_for(m) for m in result.metrics}, "skipped": result.skipped,
         "skip_reasons": result.skip_reasons, "items_per_s": items_per_s, "seconds": seconds,
         "loop_items_per_s": result.throughput.items_per_s, "forward_items_per_s": result.throughput.forward_items_per_s,

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -184,13 +183,11 @@ def test_every_region_free_method_matches_its_own_features(toy_root, monkeypatch
 
 
 def test_git_sha_marks_a_dirty_tree(tmp_path, monkeypatch):
+    from helpers import git_commit_all
+
     import clipbench.runner as runner
 
-    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    (tmp_path / "code.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "code.py"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    git_commit_all(tmp_path, {"pyproject.toml": "", "code.py": "x = 1\n"})  # a checkout of the package
     monkeypatch.setattr(runner, "PROJECT_ROOT", tmp_path)
     runner.git_sha.cache_clear()
     try:

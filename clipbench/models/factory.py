@@ -8,6 +8,7 @@ a local checkpoint file, or an open_clip pretrained tag.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,23 +30,24 @@ from clipbench.runtime import autocast
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 TEXT_BATCH = 256
-_registered = False
+_registered: list[Path] = []  # the folders and files open_clip was given, in order
 
 
 def register_model_configs() -> None:
     """Make clipbench's own architectures (e.g. ``toyclip``) ordinary open_clip model names.
 
-    Extra folders of open_clip model JSONs can be added with ``CLIPBENCH_MODEL_CONFIGS`` (os.pathsep-separated).
+    Extra folders of open_clip model JSONs can be added with ``CLIPBENCH_MODEL_CONFIGS`` (os.pathsep-separated);
+    one named there later in the process is registered on the next call.
     """
-    global _registered
-    if not _registered:
-        import open_clip
+    import open_clip
 
-        for path in model_config_paths():
-            for file in [path] if path.is_file() else sorted(path.glob("*.json")):
-                read_model_json(file)  # open_clip's own scan stops at a malformed file with a traceback
-            open_clip.add_model_config(path)
-        _registered = True
+    for path in model_config_paths():
+        if path in _registered:
+            continue
+        for file in [path] if path.is_file() else sorted(path.glob("*.json")):
+            read_model_json(file)  # open_clip's own scan stops at a malformed file with a traceback
+        open_clip.add_model_config(path)
+        _registered.append(path)
 
 
 def model_config_paths() -> list[Path]:
@@ -75,6 +77,12 @@ def arch_config(arch: str) -> dict | None:
     Config checks call this, so it reads the same folders itself, in open_clip's order (open_clip's own
     model_configs/ first, later registrations win): importing open_clip takes seconds.
     """
+    found = _arch_config_file(arch)
+    return found and found[1]
+
+
+def _arch_config_file(arch: str) -> tuple[Path, dict] | None:
+    """The JSON file that defines ``arch`` (see ``arch_config``) and its content."""
     import importlib.util
 
     spec = importlib.util.find_spec("open_clip")
@@ -84,8 +92,25 @@ def arch_config(arch: str) -> dict | None:
         if file.is_file() and file.suffix == ".json" and file.stem == arch:
             config = read_model_json(file)
             if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-                return config
+                return file, config
     return None
+
+
+def arch_digest(arch: str) -> str:
+    """The content of ``arch``'s model JSON as a short hash: a JSON edited under the same name (e.g.
+    ``quick_gelu`` switched on) is another architecture for the config hash and the embedding caches."""
+    return hashlib.sha256(json.dumps(arch_config(arch), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sync_arch_config(arch: str) -> None:
+    """Have open_clip build ``arch`` from its JSON as it is on disk now: open_clip reads model JSONs once,
+    so one edited (or added) since is given to it again."""
+    import open_clip
+
+    register_model_configs()
+    found = _arch_config_file(arch)
+    if found and open_clip.get_model_config(arch) != found[1]:
+        open_clip.add_model_config(found[0])
 
 
 #: open_clip's CLIPVisionCfg defaults for the keys a ViT config may omit
@@ -221,6 +246,21 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
     return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
 
 
+def weights_fingerprint(arch: str, pretrained, source: str = "open_clip") -> str:
+    """What a result row records of the weights, known before they load (resume compares it): the content
+    hash of a checkpoint file or of a ``save_pretrained`` folder (its config.json too), ``tag:<name>`` for
+    an open_clip tag, and "" for random init or a hub id."""
+    if source == "hf":
+        from clipbench.models.hf import folder_fingerprint
+
+        folder = Path(arch).expanduser()
+        return folder_fingerprint(folder) if folder.is_dir() else ""
+    if no_weights(pretrained):
+        return ""
+    path = Path(str(pretrained)).expanduser()
+    return file_fingerprint(path) if path.is_file() else f"tag:{pretrained}"
+
+
 # -- pretrained sources: each returns (state_dict or None, open_clip tag or None, fingerprint) --
 
 def _source_random(pretrained, arch):
@@ -284,10 +324,11 @@ def load_model(
     ``source``: ``open_clip`` (an open_clip architecture name) or ``hf`` (a transformers CLIP hub id or
     local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
     pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
-    reload weights.
+    reload weights; an edited model JSON or a replaced checkpoint is loaded anew.
     """
     device = torch.device(device)
-    key = (source, arch, str(pretrained), precision, str(device))
+    content = (arch_digest(arch) if source == "open_clip" else "", weights_fingerprint(arch, pretrained, source))
+    key = (source, arch, str(pretrained), *content, precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     if source not in LOADERS:
@@ -301,6 +342,7 @@ def load_model(
 def _load_open_clip(arch: str, pretrained, precision: str, device: torch.device, cache_dir: str | None) -> LoadedModel:
     import open_clip
 
+    sync_arch_config(arch)
     if arch not in available_archs():
         raise ConfigError(
             "model.arch",
@@ -326,7 +368,7 @@ def _load_open_clip(arch: str, pretrained, precision: str, device: torch.device,
         pretrained=None if no_weights(pretrained) else str(pretrained),
         precision=precision,
         device=device,
-        fingerprint=f"{arch}|{fingerprint}",
+        fingerprint=f"{arch}@{arch_digest(arch)}|{fingerprint}",
         geometry=vision_geometry(model),
     )
     weights = "random init" if loaded.pretrained is None else loaded.pretrained

@@ -104,11 +104,17 @@ def load_hf(arch: str, pretrained, cache_dir: str | None = None):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError("model.arch", f"transformers could not load CLIP {arch!r}: {first}") from None
     if local.is_dir():
-        weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
-        parts = [json.dumps(model.config.to_dict(), sort_keys=True, default=str)] + [file_fingerprint(w) for w in weights]
+        parts = [json.dumps(model.config.to_dict(), sort_keys=True, default=str), folder_fingerprint(local)]
         fingerprint = "hf-local:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     else:
         fingerprint = f"hf:{arch}@{getattr(model.config, '_commit_hash', None) or 'main'}"
     context = int(model.config.text_config.max_position_embeddings)
     wrapped = HFCLIP(model.eval(), processor.image_processor)
     return wrapped, HFPreprocess(processor.image_processor), HFTokenizer(processor.tokenizer, context), fingerprint
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """The content hash of a ``save_pretrained`` folder: its config.json and weight files."""
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    files = [f for f in [folder / "config.json", *weights] if f.is_file()]
+    return hashlib.sha256("|".join(file_fingerprint(f) for f in files).encode()).hexdigest()[:16]

@@ -14,14 +14,19 @@ from filelock import FileLock
 
 from clipbench.errors import ConfigError, DataError
 
-RESULT_COLUMNS = [
+LEGACY_COLUMNS = [  # the first header
     "run_id", "timestamp", "git_sha", "config_hash", "experiment", "task", "dataset", "split",
     "model_arch", "model_pretrained", "method", "method_params", "metric", "value", "n",
     "items_per_s", "peak_mem_mb", "device", "seed",
 ]
-# Columns added later, always at the end, so readers of the older header keep working.
-LEGACY_COLUMNS = RESULT_COLUMNS[:]
-RESULT_COLUMNS = LEGACY_COLUMNS + ["task_params", "dataset_params", "ci_low", "ci_high"]
+# Columns added later, a group at a time and always at the end, so readers of an older header keep working;
+# a file with an older header is rewritten with the current one on its next append.
+ADDED_COLUMNS = [
+    ["task_params", "dataset_params", "ci_low", "ci_high"],
+    ["weights_fingerprint", "model_precision", "ci_level", "ci_resamples"],
+]
+OLDER_HEADERS = [LEGACY_COLUMNS + sum(ADDED_COLUMNS[:i], []) for i in range(len(ADDED_COLUMNS))]
+RESULT_COLUMNS = LEGACY_COLUMNS + sum(ADDED_COLUMNS, [])
 
 
 def _format(value) -> str:
@@ -52,7 +57,7 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
             quarantine_damaged_tail(path)
         fresh = not path.exists() or path.stat().st_size == 0
         if not fresh:
-            if _check_header(path) == LEGACY_COLUMNS:
+            if _check_header(path) != RESULT_COLUMNS:
                 _upgrade_header(path)
         payload = (",".join(RESULT_COLUMNS) + "\n" if fresh else "") + buf.getvalue()
         write_whole(path, payload.encode())
@@ -84,7 +89,7 @@ def lock_path(path: Path) -> str:
 def _check_header(path: Path) -> list[str]:
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
-    if header not in (RESULT_COLUMNS, LEGACY_COLUMNS):
+    if header != RESULT_COLUMNS and header not in OLDER_HEADERS:
         raise DataError(f"{path} is not a clipbench results file (its header differs); choose another results_csv")
     return header
 
@@ -93,15 +98,15 @@ def _upgrade_header(path: Path) -> None:
     """Rewrite an older-header file with the current header; its rows get empty new columns (atomic replace
     of the file itself: a symlinked CSV stays a link to the shared file)."""
     path = Path(os.path.realpath(path))
-    extra = len(RESULT_COLUMNS) - len(LEGACY_COLUMNS)
     with open(path, newline="") as f:
-        records = list(csv.reader(f))[1:]
+        header, *records = list(csv.reader(f))
+    extra = len(RESULT_COLUMNS) - len(header)
     tmp = path.with_name(path.name + ".upgrade")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(RESULT_COLUMNS)
         for record in records:
-            writer.writerow(record + [""] * extra if len(record) == len(LEGACY_COLUMNS) else record)
+            writer.writerow(record + [""] * extra if len(record) == len(header) else record)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -181,7 +186,9 @@ def check_results_csv(path: str | os.PathLike) -> None:
                     raise ConfigError("results_csv", str(exc)) from None
 
 
-NUMERIC_COLUMNS = ("value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high")
+NUMERIC_COLUMNS = (
+    "value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples",
+)
 
 
 def read_results(path: str | os.PathLike, numeric: bool = True):
@@ -208,19 +215,27 @@ def parse_numeric(frame):
     return frame
 
 
-def has_results(path: str | os.PathLike, chash: str) -> bool:
-    """Whether the results CSV holds any row of config ``chash``."""
+def has_results(path: str | os.PathLike, chash: str, weights: str | None = None) -> bool:
+    """Whether the results CSV holds any row of config ``chash`` (measured with the weights fingerprinted
+    ``weights`` when given: a checkpoint replaced at the same path is not done)."""
     path = Path(path)
-    return path.is_file() and path.stat().st_size > 0 and bool((read_results(path)["config_hash"] == chash).any())
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    frame = read_results(path, numeric=False)
+    done = frame["config_hash"] == chash
+    if weights is not None:  # a file from before the fingerprints were recorded has none
+        done &= frame.get("weights_fingerprint", "") == weights
+    return bool(done.any())
 
 
 def _claim_file(path: Path, chash: str) -> Path:
     return Path(str(path) + ".claims") / chash
 
 
-def claim_config(path: str | os.PathLike, chash: str) -> str | None:
+def claim_config(path: str | os.PathLike, chash: str, weights: str | None = None) -> str | None:
     """For ``resume=true``: under the append lock, None when this process may run ``chash`` (a claim is
-    recorded), else why not (it has rows, or a live job on this host, or any job on another host, claimed it).
+    recorded), else why not (it has rows with these ``weights``, see ``has_results``, or a live job on this
+    host, or any job on another host, claimed it).
 
     Two sweeps resumed together on one CSV thus split the configs instead of both running every one.
     """
@@ -229,7 +244,7 @@ def claim_config(path: str | os.PathLike, chash: str) -> str | None:
     path = Path(path)
     host, claim = socket.gethostname(), _claim_file(path, chash)
     with FileLock(lock_path(path), timeout=120):
-        if has_results(path, chash):
+        if has_results(path, chash, weights):
             return f"already has results in {path}"
         if claim.is_file():
             owner_host, _, owner_pid = claim.read_text().strip().partition(" ")
