@@ -17,6 +17,7 @@ from clipbench.errors import ConfigError
 SHAPES = ("gaussian", "uniform", "ellipse")  # FALIP's foveal map: clipbench/methods/foveal_bias.py
 RESIZE_MODES = ("square", "center_crop")  # model input: square (official Resize((S,S)), no crop) | open_clip's
 
+
 @dataclass
 class MethodConfig:
     name: str = "clip"
@@ -28,6 +29,7 @@ class MethodConfig:
 
     def check_tower(self, depth: int, num_heads: int) -> None:
         """Ranges that depend on the image tower (checked from the model's config, before it loads)."""
+
 
 def parse_region_prior(spec: str) -> float:
     """``full`` -> 1.0, ``center:<f>`` -> f in (0, 1]."""
@@ -55,6 +57,7 @@ class ClipConfig(MethodConfig):
 
 
 DEFAULT_LAYERS = [-4, -3, -2, -1]
+
 
 @dataclass
 class FalipConfig(MethodConfig):
@@ -110,11 +113,15 @@ class EnsembleConfig(MethodConfig):
 
 RED = (255, 0, 0)
 
+
 SHADE_RGBA = (240, 0, 30, 127)
+
 
 BLUR_RADIUS = 100.0
 
+
 FGVP_PROMPT_SIZE = 384
+
 
 @dataclass
 class EditConfig(MethodConfig):
@@ -128,6 +135,7 @@ class EditConfig(MethodConfig):
         if self.resize not in RESIZE_MODES:
             raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
 
+
 @dataclass
 class CropConfig(EditConfig):
     name: str = "crop"
@@ -139,6 +147,7 @@ class CropConfig(EditConfig):
         if self.margin < 0:
             raise ConfigError("method.margin", f"must be >= 0, got {self.margin}")
 
+
 @dataclass
 class BlurConfig(EditConfig):
     name: str = "blur"
@@ -148,6 +157,7 @@ class BlurConfig(EditConfig):
         super().validate()
         if self.radius < 0:
             raise ConfigError("method.radius", f"must be >= 0, got {self.radius}")
+
 
 @dataclass
 class RedCircleConfig(EditConfig):
@@ -172,13 +182,16 @@ class RedCircleConfig(EditConfig):
         if self.min_width < 0:
             raise ConfigError("method.min_width", f"must be >= 0, got {self.min_width}")
 
+
 @dataclass
 class GrayscaleCircleConfig(RedCircleConfig):
     name: str = "grayscale_circle"
 
+
 @dataclass
 class BlurCircleConfig(RedCircleConfig):
     name: str = "blur_circle"
+
 
 @dataclass
 class ShadeConfig(EditConfig):
@@ -192,6 +205,7 @@ class ShadeConfig(EditConfig):
             raise ConfigError("method.rgba", f"must be four values in 0..255, got {self.rgba}")
         if not has_one_field(self.text_template):
             raise ConfigError("method.text_template", f"needs exactly one '{{}}' and no other field, got {self.text_template!r}")
+
 
 @dataclass
 class CombineConfig(MethodConfig):

@@ -65,6 +65,7 @@ class RetrievalConfig:
 
 SCORERS = ("clip_s", "refclip_s", "length")
 
+
 @dataclass
 class ClipScoreConfig:
     name: str = "clipscore"
@@ -85,6 +86,7 @@ class ClipScoreConfig:
 
 
 WEIGHT_MODES = ("uniform", "search")
+
 
 @dataclass
 class PointCloudTaskConfig:
@@ -150,6 +152,7 @@ class PointCloudTaskConfig:
         from clipbench.data.projection import POINTCLIP_V2_TILTS
 
         return list(POINTCLIP_V2_TILTS) if self.views is None else None
+
 
 def _angle_list(value: Any, key: str) -> list[tuple[float, float, float]]:
     try:
