@@ -18,6 +18,11 @@ SHAPES = ("gaussian", "uniform", "ellipse")  # FALIP's foveal map: clipbench/met
 RESIZE_MODES = ("square", "center_crop")  # model input: square (official Resize((S,S)), no crop) | open_clip's
 
 
+def non_negative(key: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"method.{key}", f"must be >= 0, got {value}")
+
+
 @dataclass
 class MethodConfig:
     name: str = "clip"
@@ -144,8 +149,7 @@ class CropConfig(EditConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.margin < 0:
-            raise ConfigError("method.margin", f"must be >= 0, got {self.margin}")
+        non_negative("margin", self.margin)
 
 
 @dataclass
@@ -155,8 +159,7 @@ class BlurConfig(EditConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.radius < 0:
-            raise ConfigError("method.radius", f"must be >= 0, got {self.radius}")
+        non_negative("radius", self.radius)
 
 
 @dataclass
@@ -179,8 +182,7 @@ class RedCircleConfig(EditConfig):
             raise ConfigError("method.colour", f"must be three values in 0..255, got {self.colour}")
         if self.prompt_size is not None and self.prompt_size < 1:
             raise ConfigError("method.prompt_size", f"must be >= 1 or null, got {self.prompt_size}")
-        if self.min_width < 0:
-            raise ConfigError("method.min_width", f"must be >= 0, got {self.min_width}")
+        non_negative("min_width", self.min_width)
 
 
 @dataclass
