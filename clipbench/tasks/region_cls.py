@@ -18,7 +18,7 @@ from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
-from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, topk_accuracy
+from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, reported_topk, topk_accuracy
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
@@ -82,7 +82,7 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     logits = torch.cat(logits_all) if logits_all else torch.empty(0, num_classes)
     target = torch.tensor(targets, dtype=torch.long)
     preds = logits.argmax(dim=1)
-    metrics = {f"top{k}": topk_accuracy(logits, target, k) for k in cfg.topk}
+    metrics = {f"top{k}": topk_accuracy(logits, target, k) for k in reported_topk(cfg.topk, num_classes)}
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, target, num_classes)
     dropped = skips.get("invalid box (dropped, not a sample)", 0)
     predictions = None
