@@ -18,7 +18,12 @@ from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
-from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, reported_topk, topk_accuracy
+from clipbench.metrics.classification import (
+    classification_outcomes,
+    mean_per_class_recall,
+    reported_topk,
+    topk_accuracy,
+)
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
