@@ -1,7 +1,8 @@
-"""Numbers that stay right at the edges: duplicate image ids, top-k over few classes, exact recall."""
+"""Numbers that stay right at the edges: 16-bit images, duplicate image ids, top-k over few classes, exact recall."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import compose_config, tmp_overrides
@@ -50,3 +51,53 @@ def test_retrieval_recall_is_exact_in_float64():
     owner = [(t + 1) % n if t < 6 else t for t in range(n)]  # 6 captions belong to the next image: 144 hits of 150
     metrics = retrieval_metrics(features, features, owner, ks=(1,))
     assert metrics["image_retrieval_recall@1"] == 144 / 150
+
+
+def _grey_gradient() -> np.ndarray:
+    """An 8-bit greyscale image using the whole range (most of it above 255 once widened to 16 bits)."""
+    ramp = np.linspace(0, 255, 24).round().astype(np.uint8)
+    return np.add.outer(ramp, ramp[::-1]) // 2
+
+
+@pytest.fixture(scope="module")
+def bit_depth_folders(tmp_path_factory):
+    """The same images as 8-bit and as 16-bit (value * 257) greyscale PNGs, in two imagefolder roots."""
+    root = tmp_path_factory.mktemp("depths")
+    for k, name in enumerate(("dark", "light")):
+        pixels = _grey_gradient() // (2 - k)
+        for depth, array in (("8bit", pixels), ("16bit", pixels.astype(np.uint16) * 257)):
+            (root / depth / name).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.roll(array, 5 * i, axis=1)).save(root / depth / name / f"{i}.png")
+    return root
+
+
+def test_a_16_bit_png_reads_as_its_8_bit_twin(bit_depth_folders):
+    from clipbench.data.base import open_rgb
+
+    wide, narrow = bit_depth_folders / "16bit" / "light" / "0.png", bit_depth_folders / "8bit" / "light" / "0.png"
+    with Image.open(wide) as im:
+        assert im.mode.startswith("I")  # read back as a high-depth mode, not 8-bit
+    assert np.array_equal(np.asarray(open_rgb(wide)), np.asarray(open_rgb(narrow)))
+
+
+@pytest.mark.parametrize("mode, scale", [("I;16B", 257), ("I", 257), ("F", 1 / 255)])
+def test_every_high_depth_mode_is_scaled_to_8_bits(mode, scale):
+    from clipbench.data.base import to_rgb
+
+    pixels = _grey_gradient()
+    wide = pixels.astype({"I;16B": ">u2", "I": np.int32, "F": np.float32}[mode]) * scale
+    image = Image.fromarray(wide.astype(wide.dtype), mode) if mode != "I;16B" else Image.frombytes(mode, (24, 24), wide.tobytes())
+    assert image.mode == mode
+    assert np.array_equal(np.asarray(to_rgb(image))[..., 0], pixels)
+
+
+def test_16_bit_images_give_the_predictions_of_their_8_bit_twins(tmp_path, bit_depth_folders):
+    import pandas as pd
+
+    scores = {}
+    for depth in ("8bit", "16bit"):
+        _in_process(tmp_path / depth, "dataset=imagefolder", f"dataset.root={bit_depth_folders / depth}",
+                    "task.templates=simple", "save_predictions=true", "ci.resamples=0")
+        scores[depth] = pd.read_csv(tmp_path / depth / "run" / "predictions.csv")[["pred", "scores"]]
+    pd.testing.assert_frame_equal(scores["16bit"], scores["8bit"])
