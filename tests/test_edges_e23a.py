@@ -1,10 +1,12 @@
-"""Numbers that stay right at the edges: 16-bit images, duplicate image ids, top-k over few classes, exact recall."""
+"""Numbers that stay right at the edges: diverged weights, 16-bit images, duplicate image ids, top-k over few
+classes, exact recall."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import base_args, run_cli
 from helpers import compose_config, tmp_overrides
 from PIL import Image
 from rec_fixtures import refer_records, write_images
@@ -17,6 +19,49 @@ def _in_process(tmp_path, *overrides) -> dict[str, dict]:
     from clipbench.runner import run
 
     return {r["metric"]: r for r in run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")}
+
+
+def _toyclip_with(tmp_path, key: str, value: float):
+    """The bundled toy checkpoint with every entry of ``key`` set to ``value``, saved under tmp_path."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from clipbench.config import ASSETS_DIR
+
+    with safe_open(str(ASSETS_DIR / "toyclip.safetensors"), "pt") as f:
+        state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    state[key] = torch.full_like(state[key], value)
+    path = tmp_path / f"toyclip_{key}.safetensors"
+    save_file(state, str(path), metadata)
+    return path
+
+
+def _on_toyclip(overrides: list[str], checkpoint) -> list[str]:
+    return [o for o in overrides if not o.startswith("model.")] + ["model.arch=toyclip", f"model.pretrained={checkpoint}"]
+
+
+@pytest.mark.parametrize("key, value, what", [
+    ("visual.proj", float("nan"), "image features"),
+    ("text_projection", float("inf"), "text features"),
+])
+def test_non_finite_weights_stop_the_run_naming_the_tensor(tmp_path, cifar_root, key, value, what):
+    from clipbench.runner import run
+
+    checkpoint = _toyclip_with(tmp_path, key, value)
+    overrides = _on_toyclip(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=8"),
+                            checkpoint)
+    with pytest.raises(DataError, match=rf"non-finite values \(NaN or inf\) in the {what} .*{key}"):
+        run(compose_config(overrides), tmp_path / "run")
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_non_finite_weights_are_one_line_and_a_failed_exit(tmp_path, cifar_root):
+    checkpoint = _toyclip_with(tmp_path, "visual.proj", float("nan"))
+    args = _on_toyclip(base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=8"), checkpoint)
+    proc = run_cli(*args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: non-finite values (NaN or inf) in the image features")
+    assert "visual.proj" in proc.stderr and not (tmp_path / "results.csv").exists()
 
 
 def test_a_duplicate_image_id_in_instances_is_one_data_error_naming_it(tmp_path):

@@ -41,7 +41,7 @@ def cached(
 ) -> torch.Tensor:
     """``compute()`` once per (model, payload); later calls load it from memory or ``cache_dir/subdir``.
 
-    A cache file that cannot be read, or holds a tensor of another ``shape``, is recomputed."""
+    A cache file that cannot be read, holds a tensor of another ``shape`` or NaN/inf, is recomputed."""
     key = f"{kind}-{_key(model.fingerprint + '|' + model.precision, payload)}"
     if key in _MEMORY:
         return _MEMORY[key].to(model.device)
@@ -51,10 +51,10 @@ def cached(
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a truncated cache file is recomputed
             value = None
-        if has_shape(value, shape):
+        if has_shape(value, shape) and bool(torch.isfinite(value).all()):
             _MEMORY[key] = value
             return value.to(model.device)
-        log.warning("ignoring unreadable or wrong-shape cache file %s; recomputing", path)
+        log.warning("ignoring unreadable, wrong-shape or non-finite cache file %s; recomputing", path)
     value = compute().cpu()
     _MEMORY[key] = value
     if path is not None:
