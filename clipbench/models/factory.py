@@ -145,7 +145,7 @@ class LoadedModel:
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         with self.autocast():
             feats = self.model.encode_image(images.to(self.device, non_blocking=True))
-        feats = require_finite(feats.float(), "image features", self)
+        feats = require_finite(feats.float(), "image features", self, sample_overflow=True)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.inference_mode()
