@@ -205,11 +205,9 @@ def test_ensemble_classifier_sums_model_logits(cub_root):
     assert np.allclose(np.array(double), 2 * np.array(single), atol=1e-4)
 
 
-def test_subtract_is_refused_for_region_cls(cub_root):
-    from clipbench.methods.clip import ClipConfig, ClipMethod
-    from clipbench.tasks import TASKS, RunContext
-    from clipbench.tasks.region_cls import RegionClsConfig
+def test_subtract_is_refused_for_region_cls():
+    from clipbench.methods.clip import ClipConfig
+    from clipbench.tasks import TASKS
 
-    method = ClipMethod(ClipConfig(subtract=True), model=None)
-    with pytest.raises(ConfigError, match="method.subtract"):
-        TASKS.get("region_cls").evaluate(None, build("cub", root=str(cub_root)), method, RegionClsConfig(), RunContext(device=torch.device("cpu")))
+    with pytest.raises(ConfigError, match="method.subtract"):  # checked while validating (runner.validate)
+        TASKS.get("region_cls").check_method(ClipConfig(subtract=True))

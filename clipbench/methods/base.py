@@ -32,6 +32,11 @@ class MethodConfig:
     def check_tower(self, depth: int, num_heads: int) -> None:
         """Ranges that depend on the image tower (checked from the model's config, before it loads)."""
 
+    def sees_regions(self) -> bool:
+        """Whether a region's feature depends on its boxes; a method whose features ignore them (plain CLIP)
+        scores every proposal of an image alike, so it cannot pick one (tasks refuse it where they must)."""
+        return True
+
 
 def parse_region_prior(spec: str) -> float:
     """``full`` -> 1.0, ``center:<f>`` -> f in (0, 1]."""

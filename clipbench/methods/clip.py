@@ -24,6 +24,9 @@ class ClipConfig(MethodConfig):
         if self.resize not in RESIZE_MODES:
             raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
 
+    def sees_regions(self) -> bool:
+        return False  # the whole image, whatever the boxes
+
 
 class ClipMethod(Method):
     """The model's own preprocessing: tasks may take their batched ``encode_image`` path."""

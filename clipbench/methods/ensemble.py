@@ -44,6 +44,11 @@ class EnsembleConfig(MethodConfig):
 
         member_config(self.method, self.method_params)
 
+    def sees_regions(self) -> bool:
+        from clipbench.methods.visual_prompts import member_config
+
+        return member_config(self.method, self.method_params).sees_regions()
+
 
 @register_method("ensemble", EnsembleConfig)
 class EnsembleMethod(Method):

@@ -437,6 +437,9 @@ class CombineConfig(MethodConfig):
         for name in self.members:
             member_config(name, self.member_params.get(name))
 
+    def sees_regions(self) -> bool:
+        return any(member_config(n, self.member_params.get(n)).sees_regions() for n in self.members)
+
 
 def member_config(name: str, params: dict | None):
     from clipbench.config import to_schema

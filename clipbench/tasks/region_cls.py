@@ -16,7 +16,6 @@ import torch
 
 from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
-from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
 from clipbench.metrics.classification import (
     classification_outcomes,
@@ -45,8 +44,6 @@ def method_templates(method, templates: list[str]) -> list[str]:
 
 
 def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> TaskResult:
-    if method.cfg.subtract:
-        raise ConfigError("method.subtract", "the caption-bank subtraction applies to task=rec only; set it to false")
     templates = method_templates(method, resolve_templates(cfg.templates))
     classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
     scale = model.logit_scale
