@@ -1,24 +1,31 @@
-"""Numbers that stay right at the edges: diverged weights, 16-bit images, duplicate image ids, top-k over few
-classes, exact recall."""
+"""Numbers that stay right at the edges: diverged weights, REC ties and methods that cannot pick a proposal,
+16-bit images, duplicate image ids, top-k over few classes, methods that change nothing, exact recall."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import base_args, run_cli
+from conftest import TINY_ARCH, base_args, run_cli
 from helpers import compose_config, tmp_overrides
 from PIL import Image
 from rec_fixtures import refer_records, write_images
 
-from clipbench.errors import DataError
+from clipbench.errors import ConfigError, DataError
+
+
+def _run_rows(tmp_path, *overrides) -> list[dict]:
+    """runner.run in this process over the full list of ``overrides``; its rows."""
+    from clipbench.runner import run
+
+    return run(compose_config(list(overrides)), tmp_path / "run")
 
 
 def _in_process(tmp_path, *overrides) -> dict[str, dict]:
-    """runner.run in this process; its rows by metric."""
-    from clipbench.runner import run
-
-    return {r["metric"]: r for r in run(compose_config(tmp_overrides(tmp_path, *overrides)), tmp_path / "run")}
+    """runner.run in this process on the small test model; its rows by metric."""
+    return {r["metric"]: r for r in _run_rows(tmp_path, *tmp_overrides(tmp_path, *overrides))}
 
 
 def _toyclip_with(tmp_path, key: str, value: float):
@@ -62,6 +69,106 @@ def test_non_finite_weights_are_one_line_and_a_failed_exit(tmp_path, cifar_root)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: non-finite values (NaN or inf) in the image features")
     assert "visual.proj" in proc.stderr and not (tmp_path / "results.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def refer_data(tmp_path_factory):
+    """A small refer release (rec_fixtures) and its images."""
+    from clipbench.toy.writers.refer import write_refer
+
+    root = tmp_path_factory.mktemp("refer")
+    write_refer(root / "refcoco", *refer_records())
+    return root, write_images(root / "images")
+
+
+def _rec(tmp_path, refer_data, *extra) -> list[str]:
+    root, images = refer_data
+    return tmp_overrides(tmp_path, "task=rec", "dataset=refcoco", f"dataset.root={root}", f"dataset.images={images}", *extra)
+
+
+@pytest.mark.parametrize("method", [
+    ["method=clip"], ["method=clip", "method.resize=square"], ["method=combine", "method.members=[clip]"],
+    ["method=ensemble", "method.method=clip", "method.models=[{arch: RN50}]"],
+])
+def test_rec_refuses_a_method_that_scores_every_proposal_alike(tmp_path, refer_data, method):
+    from clipbench.runner import validate
+
+    with pytest.raises(ConfigError, match=r"^method: .*scores every proposal of an image alike.*use method=falip"):
+        validate(compose_config(_rec(tmp_path, refer_data, *method)))
+
+
+def test_falip_subtract_on_zeroshot_is_refused_while_validating(tmp_path, cifar_root):
+    from clipbench.runner import validate
+
+    overrides = tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "method=falip_subtract")
+    with pytest.raises(ConfigError, match=r"^method\.subtract: .*does not apply to task=zeroshot"):
+        validate(compose_config(overrides))
+
+
+@pytest.mark.parametrize("task", ["zeroshot", "region_cls", "pointcloud"])
+def test_every_task_but_rec_refuses_the_caption_bank_subtraction(task):
+    from clipbench.methods.falip import FalipConfig
+    from clipbench.tasks import TASKS
+
+    with pytest.raises(ConfigError, match="method.subtract"):
+        TASKS.get(task).check_method(FalipConfig(subtract=True))
+    TASKS.get(task).check_method(FalipConfig())
+    TASKS.get("rec").check_method(FalipConfig(subtract=True))
+
+
+def _plain_clip_picks(root: Path, images: Path, reverse: bool):
+    """Plain CLIP on task=rec in process (validation refuses it) over the fixture release, its annotations
+    listed in order or reversed: (sample id -> predicted annotation id, result)."""
+    from clipbench.config import to_schema
+    from clipbench.data import DATASETS
+    from clipbench.methods.clip import ClipConfig, ClipMethod
+    from clipbench.models import load_model
+    from clipbench.tasks import TASKS, RunContext
+    from clipbench.tasks.rec import RecConfig
+    from clipbench.toy.writers.refer import write_refer
+
+    refs, records, annotations = refer_records()
+    write_refer(root / "refcoco", refs, records, annotations[::-1] if reverse else annotations)
+    spec = DATASETS.get("refcoco")
+    dataset = spec.build(to_schema(spec.config, {"name": "refcoco", "root": str(root), "images": str(images)}, "dataset"))
+    model = load_model(TINY_ARCH, None)
+    ctx = RunContext(device=torch.device("cpu"), batch_size=4, save_predictions=True, progress=False)
+    result = TASKS.get("rec").evaluate(model, dataset, ClipMethod(ClipConfig(), model), RecConfig(), ctx)
+    proposals = {str(e.image_id): e.proposals for e in dataset.images}
+    return {r["sample_id"]: proposals[str(r["image_id"])][r["pred"]].ann_id for r in result.predictions}, result
+
+
+@pytest.mark.filterwarnings("ignore:model.pretrained is null")
+def test_rec_ties_are_broken_whatever_the_annotation_order_and_counted(tmp_path, refer_data):
+    _, images = refer_data
+    listed, result = _plain_clip_picks(tmp_path / "listed", images, reverse=False)
+    reversed_, _ = _plain_clip_picks(tmp_path / "reversed", images, reverse=True)
+    assert listed == reversed_  # the first listed would flip with the order
+    assert result.metrics["tied"] == result.n == 6  # every sentence was a tie
+
+
+def test_rec_rows_count_the_tied_sentences(tmp_path, refer_data):
+    rows = {r["metric"]: r for r in _run_rows(tmp_path, *_rec(tmp_path, refer_data, "method=crop", "ci.resamples=0"))}
+    assert rows["tied"]["value"] == 0 and rows["tied"]["n"] == rows["accuracy"]["n"] == 6
+    assert rows["tied"]["ci_low"] is None  # a count, not an estimate
+
+
+def test_the_sweep_summary_shows_tied_counts_as_counts():
+    import pandas as pd
+
+    from clipbench.results.csv_store import RESULT_COLUMNS
+    from clipbench.results.table import sweep_summary
+
+    def rows(run_id, tied):
+        base = dict.fromkeys(RESULT_COLUMNS, "") | {"run_id": run_id, "task": "rec", "dataset": "refcoco",
+                                                    "model_arch": "toyclip", "method": "falip", "method_params": "{}"}
+        return [base | {"metric": "accuracy", "value": 0.5}, base | {"metric": "skipped", "value": 0.0},
+                base | {"metric": "tied", "value": tied}]
+
+    assert "tied" not in sweep_summary(pd.DataFrame(rows("a", 0.0) + rows("b", 0.0)))
+    text = sweep_summary(pd.DataFrame(rows("a", 0.0) + rows("b", 4.0)))
+    header = next(line for line in text.splitlines() if "accuracy" in line)
+    assert header.split("|")[-2].strip() == "tied" and "4.0000" not in text  # a count column, not a score
 
 
 def test_a_duplicate_image_id_in_instances_is_one_data_error_naming_it(tmp_path):
