@@ -171,6 +171,18 @@ def test_the_sweep_summary_shows_tied_counts_as_counts():
     assert header.split("|")[-2].strip() == "tied" and "4.0000" not in text  # a count column, not a score
 
 
+def test_cached_text_features_holding_nan_are_recomputed(tmp_path):
+    from clipbench.config import ASSETS_DIR
+    from clipbench.models import load_model, text_cache
+
+    model = load_model("toyclip", str(ASSETS_DIR / "toyclip.safetensors"))
+    fresh = text_cache.text_features(model, ["a red circle"], str(tmp_path))
+    (path,) = (tmp_path / "text").glob("*.pt")
+    torch.save(torch.full_like(fresh, float("nan")), path)  # e.g. written before non-finite features stopped a run
+    text_cache._MEMORY.clear()
+    assert torch.equal(text_cache.text_features(model, ["a red circle"], str(tmp_path)), fresh)
+
+
 def test_a_duplicate_image_id_in_instances_is_one_data_error_naming_it(tmp_path):
     from clipbench.config import to_schema
     from clipbench.data import DATASETS
