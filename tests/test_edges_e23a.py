@@ -116,6 +116,15 @@ def test_every_task_but_rec_refuses_the_caption_bank_subtraction(task):
     TASKS.get("rec").check_method(FalipConfig(subtract=True))
 
 
+def test_clipbench_list_offers_each_task_only_the_methods_it_accepts():
+    from clipbench.listing import task_rows
+
+    methods = {row["task"]: row["methods (method=)"].split() for row in task_rows()}
+    assert "clip" not in methods["rec"] and {"falip", "falip_subtract", "crop"} <= set(methods["rec"])
+    for task in ("zeroshot", "region_cls", "pointcloud"):
+        assert "falip_subtract" not in methods[task] and "falip" in methods[task]
+
+
 def _plain_clip_picks(root: Path, images: Path, reverse: bool):
     """Plain CLIP on task=rec in process (validation refuses it) over the fixture release, its annotations
     listed in order or reversed: (sample id -> predicted annotation id, result)."""
