@@ -17,20 +17,43 @@ from clipbench.paths import CONF_DIR, experiments_dir
 from clipbench.results.table import format_table
 
 
+def _option_nodes(group: str) -> dict:
+    """Config option (what users type) -> its keys, merged over the schema and options its defaults name."""
+    return {path.stem: _merged(path) for path in sorted((CONF_DIR / group).glob("*.yaml"))}
+
+
+def _merged(path):
+    from clipbench.config.schemas import schema, schema_defaults
+
+    node = OmegaConf.to_container(OmegaConf.load(path))  # unresolved: ${paths.*} needs the whole config
+    merged = {}
+    for base in (d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"):
+        if base.startswith("/schema/"):  # /schema/<group>/<name>@_here_
+            _, _, group, name = base.split("@")[0].split("/")
+            merged |= schema_defaults(schema(group, name))
+        else:
+            merged |= _merged(path.with_name(f"{base}.yaml"))
+    return OmegaConf.create(merged | {k: v for k, v in node.items() if k != "defaults"})
+
+
 def _option_names(group: str) -> dict[str, str]:
-    """Config option (what users type) -> the registry name it selects: its ``name``, else the option or schema
-    (``/schema/<group>/<name>@_here_``) it extends."""
-    out = {}
-    for path in sorted((CONF_DIR / group).glob("*.yaml")):
-        node = OmegaConf.load(path)
-        while "name" not in node and node.get("defaults"):
-            base = next(d for d in node.defaults if isinstance(d, str) and d != "_self_")
-            if base.startswith("/schema/"):
-                node = OmegaConf.create({"name": base.split("/")[3].split("@")[0]})
-            else:
-                node = OmegaConf.load(path.with_name(f"{base}.yaml"))
-        out[path.stem] = str(node.get("name", path.stem))
-    return out
+    """Config option -> the registry name it selects (a catalogue's loader, e.g. clip_benchmark, else its name)."""
+    return {option: str(node.get("catalogue") or node.get("name", option)) for option, node in _option_nodes(group).items()}
+
+
+def _measures(spec, method_node) -> bool:
+    """Whether task ``spec`` takes this method option (its method list and ``check_method``)."""
+    from clipbench.config import to_schema
+    from clipbench.errors import ConfigError
+    from clipbench.methods import METHODS
+
+    if spec.methods is not None and method_node.name not in spec.methods:
+        return False
+    try:
+        spec.check_method(to_schema(METHODS.get(method_node.name).config, method_node, "method"))
+    except ConfigError:
+        return False
+    return True
 
 
 def task_rows() -> list[dict]:
@@ -38,12 +61,13 @@ def task_rows() -> list[dict]:
     from clipbench.methods import METHODS
     from clipbench.tasks import TASKS
 
-    datasets, methods = _option_names("dataset"), _option_names("method")
+    datasets = _option_names("dataset")
+    methods = {option: node for option, node in _option_nodes("method").items() if node.get("name") in METHODS}
     rows = []
     for task in TASKS.names():
         spec = TASKS.get(task)
         served = [option for option, name in datasets.items() if name in DATASETS and task in DATASETS.get(name).tasks]
-        usable = [option for option, name in methods.items() if name in METHODS and (spec.methods is None or name in spec.methods)]
+        usable = [option for option, node in methods.items() if _measures(spec, node)]
         rows.append({"task": task, "datasets (dataset=)": " ".join(served), "methods (method=)": " ".join(usable)})
     return rows
 

@@ -141,6 +141,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     if task_spec.methods is not None and method_spec.name not in task_spec.methods:
         raise ConfigError("method", f"task={task.name} supports method={'|'.join(sorted(task_spec.methods))}, not {method_spec.name!r}")
     method = to_schema(method_spec.config, cfg.method, "method")
+    task_spec.check_method(method)
     model = to_schema(ModelConfig, cfg.model, "model")
     tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
     if tower is not None:

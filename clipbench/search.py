@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from clipbench.config import ASSETS_DIR
+from clipbench.data.base import to_rgb
 from clipbench.data.captions import IMAGE_SUFFIXES
 from clipbench.errors import ClipbenchError, ConfigError, DataError
 from clipbench.runtime import Throughput, resolve_device
@@ -69,7 +70,7 @@ def contact_sheet(paths: list[Path], scores: list[float], query: str, out: Path)
     draw.text((8, 8), f"query: {query}", fill="black", font=font)
     for i, (path, score) in enumerate(zip(paths, scores)):
         with Image.open(path) as im:
-            thumb = im.convert("RGB")
+            thumb = to_rgb(im)
         thumb.thumbnail((CELL - 8, CELL - 8), Image.BICUBIC)
         if max(thumb.size) < CELL - 8:  # small images are enlarged so they stay visible
             scale = (CELL - 8) / max(thumb.size)

@@ -207,7 +207,7 @@ def test_git_sha_marks_a_dirty_tree(tmp_path, monkeypatch):
 
 def test_an_empty_split_is_an_error_naming_split_and_file(tmp_path, toy_root, monkeypatch):
     with pytest.raises(DataError, match=r"refs\(unc\)\.p: split 'testA' has no refs"):
-        _run(tmp_path, toy_root, monkeypatch, "+toy=rec", "dataset.split=testA")
+        _run(tmp_path, toy_root, monkeypatch, "+toy=rec", "method=crop", "dataset.split=testA")
     assert not (tmp_path / "results.csv").exists()
 
 
@@ -291,7 +291,7 @@ def test_malformed_bboxes_are_skipped_and_counted(tmp_path, toy_root, monkeypatc
     anns[bad[1]]["bbox"] = [1, 2, 3]
     del anns[bad[2]]["bbox"]
     (root / "instances.json").write_text(json.dumps(instances))
-    _run(tmp_path / "out", toy_root, monkeypatch, "+toy=rec", f"dataset.root={root}")
+    _run(tmp_path / "out", toy_root, monkeypatch, "+toy=rec", "method=crop", f"dataset.root={root}")
     assert "3 annotation(s) with a malformed bbox (first: id" in capsys.readouterr().out
     reasons = _metrics_json(tmp_path / "out")["skip_reasons"]
     assert reasons["malformed gold box"] == sum(len(r["sentences"]) for r in val if r["ann_id"] in bad)
@@ -318,10 +318,10 @@ def test_image_names_that_leave_the_image_root_are_refused(tmp_path, toy_root, m
     moved[1]["file_name"] = str(outside / "absolute.png")
     (root / "instances.json").write_text(json.dumps(instances))
     sentences = sum(len(r["sentences"]) for r in refs if r["image_id"] in {m["id"] for m in moved})
-    _run(tmp_path / "refused", toy_root, monkeypatch, "+toy=rec", f"dataset.root={root}", f"dataset.images={images}")
+    _run(tmp_path / "refused", toy_root, monkeypatch, "+toy=rec", "method=crop", f"dataset.root={root}", f"dataset.images={images}")
     assert "refused 2 image file name(s) that leave dataset.images" in capsys.readouterr().out
     assert _metrics_json(tmp_path / "refused")["skip_reasons"] == {"unreadable image": sentences}
-    _run(tmp_path / "allowed", toy_root, monkeypatch, "+toy=rec", f"dataset.root={root}", f"dataset.images={images}",
+    _run(tmp_path / "allowed", toy_root, monkeypatch, "+toy=rec", "method=crop", f"dataset.root={root}", f"dataset.images={images}",
          "dataset.allow_outside_images=true")
     assert "unreadable image" not in _metrics_json(tmp_path / "allowed")["skip_reasons"]
 

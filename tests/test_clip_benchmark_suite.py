@@ -91,10 +91,10 @@ def test_wds_predictions_equal_clip_benchmark(model, suite_root, name):
     exact = {"rel": 0, "abs": 1e-12}
     assert result.metrics["top1"] == pytest.approx((logits.argmax(1) == target).sum().item() / len(target), **exact)
     assert result.metrics["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(target, logits.argmax(1)), **exact)
-    if len(cb_ds.classes) >= 5:
+    if len(cb_ds.classes) > 5:
         top5 = (logits.topk(5, 1).indices == target[:, None]).any(1).float().mean().item()
         assert result.metrics["top5"] == pytest.approx(top5)
-    else:  # clip_benchmark has no top-5 below five classes
+    else:  # top-5 over five classes or fewer is 1.0 whatever the model (clip_benchmark reports it at five)
         assert "top5" not in result.metrics
     scores = torch.tensor([json.loads(r["scores"]) for r in result.predictions]) / model.logit_scale
     assert torch.allclose(scores, logits / 100.0, atol=1e-4)

@@ -44,11 +44,20 @@ def test_experiment_jobs_compose_and_validate(name):
 
     for job in _jobs(name):
         cfg = _compose(job)
-        cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+        cfg = OmegaConf.create({k: v for k, v in cfg.items() if k != "hydra"})
+        _check_method_fits_task(cfg)  # also where the data is missing, which validation reads first
         try:
-            validate(OmegaConf.create(cfg))
+            validate(cfg)
         except ConfigError as exc:
             assert exc.key.startswith(DATA_KEYS), f"{job}: {exc}"
+
+
+def _check_method_fits_task(cfg) -> None:
+    from clipbench.config import to_schema
+    from clipbench.methods import METHODS
+    from clipbench.tasks import TASKS
+
+    TASKS.get(cfg.task.name).check_method(to_schema(METHODS.get(cfg.method.name).config, cfg.method, "method"))
 
 
 def test_every_paper_table_has_an_experiment():

@@ -272,7 +272,7 @@ def test_forbidden_pickle_stops_the_cli_with_one_line(tmp_path, refer_data):
     refs, image_records, annotations = refer_records()
     write_refer(tmp_path / "bad", refs, image_records, annotations)
     (tmp_path / "bad" / "refs(unc).p").write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
-    proc = run_cli(*rec_args(tmp_path, tmp_path / "bad", images))
+    proc = run_cli(*rec_args(tmp_path, tmp_path / "bad", images, "method=crop"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "refs(unc).p" in proc.stderr + proc.stdout and "forbidden global os.system" in proc.stderr + proc.stdout
 

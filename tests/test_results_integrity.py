@@ -29,8 +29,8 @@ def test_csv_rows_land_before_wandb_is_called(tmp_path, cifar_root, monkeypatch,
     monkeypatch.setattr(wandb_logger, "log_run", killed_during_wandb)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(tmp_path, cifar_root, f"logger={logger}"), tmp_path / "run")
-    assert seen == [4]  # every metric row was in the CSV when W&B started
-    assert len(pd.read_csv(tmp_path / "results.csv")) == 4
+    assert seen == [3]  # every metric row (4 classes: no top5) was in the CSV when W&B started
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3
 
 
 def test_bad_results_csv_stops_before_any_work(tmp_path, cifar_root, monkeypatch):
@@ -83,5 +83,5 @@ def test_resume_matches_what_is_measured_not_the_config_name(tmp_path, cifar_roo
     same = _cfg(tmp_path, cifar_root, "method=red_circle", "method.variant=falip", "resume=true")  # the same settings
     assert run(same, tmp_path / "run2", method_config="red_circle") == []
     other = _cfg(tmp_path, cifar_root, "method=red_circle", "resume=true")
-    assert len(run(other, tmp_path / "run3", method_config="red_circle")) == 4
+    assert len(run(other, tmp_path / "run3", method_config="red_circle")) == 3
     assert pd.read_csv(tmp_path / "results.csv").config_hash.nunique() == 2

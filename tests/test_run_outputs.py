@@ -35,11 +35,13 @@ def wandb_runs(monkeypatch):
     return runs
 
 
-@pytest.mark.parametrize("toy, table", [("retrieval", "metrics"), ("rec", "predictions"), ("region_cls", "predictions")])
-def test_wandb_gets_config_hash_git_sha_and_the_task_tables(tmp_path, toy_root, monkeypatch, wandb_runs, toy, table):
+@pytest.mark.parametrize("toy, table, method", [("retrieval", "metrics", "clip"), ("rec", "predictions", "crop"),
+                                                ("region_cls", "predictions", "clip")])
+def test_wandb_gets_config_hash_git_sha_and_the_task_tables(tmp_path, toy_root, monkeypatch, wandb_runs, toy, table, method):
     import wandb
 
-    cfg = compose_config(tmp_overrides(tmp_path, f"paths.toy={toy_root}", f"+toy={toy}", "logger=both", "limit=4", "save_predictions=true"))
+    cfg = compose_config(tmp_overrides(tmp_path, f"paths.toy={toy_root}", f"+toy={toy}", f"method={method}", "logger=both",
+                                       "limit=4", "save_predictions=true"))
     rows = run(cfg, tmp_path / "run")
     (logged,) = wandb_runs
     assert logged.init["config"]["config_hash"] == rows[0]["config_hash"]

@@ -35,6 +35,11 @@ class MethodConfig:
     def check_tower(self, depth: int, num_heads: int) -> None:
         """Ranges that depend on the image tower (checked from the model's config, before it loads)."""
 
+    def sees_regions(self) -> bool:
+        """Whether a region's feature depends on its boxes; a method whose features ignore them (plain CLIP)
+        scores every proposal of an image alike, so it cannot pick one (tasks refuse it where they must)."""
+        return True
+
 
 def parse_region_prior(spec: str) -> float:
     """``full`` -> 1.0, ``center:<f>`` -> f in (0, 1]."""
@@ -59,6 +64,9 @@ class ClipConfig(MethodConfig):
         super().validate()
         if self.resize not in RESIZE_MODES:
             raise ConfigError("method.resize", f"{self.resize!r} is not allowed; use one of {list(RESIZE_MODES)}")
+
+    def sees_regions(self) -> bool:
+        return False  # the whole image, whatever the boxes
 
 
 DEFAULT_LAYERS = [-4, -3, -2, -1]
@@ -114,6 +122,9 @@ class EnsembleConfig(MethodConfig):
         if self.method == "ensemble" or self.method not in METHOD_CONFIGS:
             raise ConfigError("method.method", f"{self.method!r} is not allowed; choose from {sorted(set(METHOD_CONFIGS) - {'ensemble'})}")
         member_config(self.method, self.method_params)
+
+    def sees_regions(self) -> bool:
+        return member_config(self.method, self.method_params).sees_regions()
 
 
 RED = (255, 0, 0)
@@ -228,6 +239,9 @@ class CombineConfig(MethodConfig):
             raise ConfigError("method.member_params", f"{sorted(unknown)} are not in method.members={self.members}")
         for name in self.members:
             member_config(name, self.member_params.get(name))
+
+    def sees_regions(self) -> bool:
+        return any(member_config(n, self.member_params.get(n)).sees_regions() for n in self.members)
 
 
 def member_config(name: str, params: dict | None) -> MethodConfig:

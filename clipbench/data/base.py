@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from clipbench.errors import ConfigError, DataError
@@ -123,6 +124,22 @@ def is_regular_file(path: str | Path) -> bool:
     return os.path.isfile(path)
 
 
+# The factor that takes a high-depth mode's values to 0..255: 16-bit integers (PNG and TIFF greyscale open as
+# I;16* or I) by 255/65535, 32-bit floats (F) as 0..1, the float convention of torchvision and scikit-image.
+# PIL's own convert("RGB") clips them at 255 instead (a 16-bit picture turns almost white).
+HIGH_DEPTH_SCALE = {"I;16": 255 / 65535, "I;16B": 255 / 65535, "I;16L": 255 / 65535, "I;16N": 255 / 65535,
+                    "I": 255 / 65535, "F": 255.0}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, high-depth modes scaled (rounded) to 8 bits first."""
+    scale = HIGH_DEPTH_SCALE.get(image.mode)
+    if scale is not None:
+        values = np.rint(np.asarray(image, dtype=np.float64) * scale)
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def open_rgb(path: str | Path | None) -> Image.Image | None:
     """The image as RGB, or None when it is missing, not a regular file (a FIFO would block forever),
     over PIL's decompression-bomb limit or otherwise unreadable (callers count it as skipped)."""
@@ -131,7 +148,7 @@ def open_rgb(path: str | Path | None) -> Image.Image | None:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except IMAGE_ERRORS:
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipbench.data.base import IMAGE_ERRORS, load_hf_split, open_rgb, register_dataset, require_dir
+from clipbench.data.base import IMAGE_ERRORS, load_hf_split, open_rgb, register_dataset, require_dir, to_rgb
 from clipbench.errors import ConfigError, DataError
 
 
@@ -247,7 +247,7 @@ class HFClassification(ClassificationDataset):
     def image(self, index: int) -> Image.Image | None:
         try:
             im: Any = self.ds[index][self.image_column]
-            return im.convert("RGB") if isinstance(im, Image.Image) else open_rgb(im["path"])
+            return to_rgb(im) if isinstance(im, Image.Image) else open_rgb(im["path"])
         except IMAGE_ERRORS:
             return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,12 +211,17 @@ def _instances(path: Path) -> tuple[dict, dict]:
     """(annotations by image id, image records by id) from a COCO-style instances.json."""
     data = _read_json(path)
     try:
+        ids = Counter(im["id"] for im in data.get("images", []))
         images = {im["id"]: im for im in data.get("images", [])}
         anns: dict[Any, list[dict]] = {}
         for ann in data["annotations"]:
             anns.setdefault(ann["image_id"], []).append(ann)
     except (KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: malformed instances file ({type(exc).__name__}: {exc})") from None
+    repeated = [(i, n) for i, n in ids.items() if n > 1]
+    if repeated:  # one record would silently stand for the other's file name and refs
+        raise DataError(f"{path}: image id {repeated[0][0]} appears {repeated[0][1]} times in 'images' "
+                        f"({len(repeated)} repeated id(s)); each image needs one record")
     return anns, images
 
 

@@ -24,6 +24,7 @@ from clipbench.data.base import (
     register_dataset,
     require_dir,
     require_file,
+    to_rgb,
 )
 from clipbench.data.captions import is_caption, read_json
 from clipbench.errors import ConfigError, DataError
@@ -52,7 +53,7 @@ class RetrievalSet:
         if item is None or isinstance(item, (str, Path)):
             return open_rgb(item)
         try:
-            return item().convert("RGB")
+            return to_rgb(item())
         except IMAGE_ERRORS:
             return None
 

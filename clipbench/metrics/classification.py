@@ -18,6 +18,11 @@ def topk_hits(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> torch.
     return (top == targets[:, None]).any(dim=1)
 
 
+def reported_topk(topk: Sequence[int], num_classes: int) -> list[int]:
+    """The k of ``task.topk`` below the class count: top-k over k or fewer classes is 1.0 whatever the model."""
+    return [k for k in topk if k < num_classes]
+
+
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:
     """Share of samples whose target is among the k highest logits (ties broken by index order)."""
     if len(targets) == 0:
@@ -28,9 +33,10 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> fl
 def classification_outcomes(
     logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int], sample_ids: Sequence, suffix: str = ""
 ) -> dict[str, Outcome]:
-    """Per-sample outcomes of ``top<k><suffix>`` and of mean per-class recall (top-1 hits grouped by class)."""
+    """Per-sample outcomes of the reported ``top<k><suffix>`` and of mean per-class recall (top-1 hits grouped by class)."""
     ids = [str(i) for i in sample_ids]
-    outcomes = {f"top{k}{suffix}": Outcome(topk_hits(logits, targets, k).numpy(), sample_id=ids) for k in topk}
+    outcomes = {f"top{k}{suffix}": Outcome(topk_hits(logits, targets, k).numpy(), sample_id=ids)
+                for k in reported_topk(topk, logits.shape[1])}
     top1 = topk_hits(logits, targets, 1).numpy()
     outcomes[f"mean_per_class_recall{suffix}"] = Outcome(top1, "mean_of_groups", group=targets.numpy(), sample_id=ids)
     return outcomes

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipbench.errors import ConfigError
+from clipbench.models.finite import require_finite
 
 ROWS = ("cls", "all", "diagonal")
 
@@ -506,7 +507,7 @@ def encode_with_attention_bias(
             x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, head_scale, fast)
         probe = None if probe_bias is None else _layer_bias(probe_bias, probe_scale, 0, tower.probe_heads, x.dtype)
         pooled = tower.pool(x, probe)
-    pooled = pooled.float()
+    pooled = require_finite(pooled.float(), "image features", loaded, sample_overflow=True)
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
 

@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from clipbench.errors import ConfigError
 from clipbench.models.checkpoints import expand_compact, file_fingerprint, read_checkpoint, regenerate_hint
+from clipbench.models.finite import require_finite
 from clipbench.models.weights import no_weights
 from clipbench.runtime import autocast
 
@@ -160,7 +161,7 @@ class LoadedModel:
     @property
     def logit_scale(self) -> float:
         scale = getattr(self.model, "logit_scale", None)
-        return float(scale.detach().exp()) if scale is not None else 100.0
+        return float(require_finite(scale.detach().exp(), "logit scale", self)) if scale is not None else 100.0
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -169,7 +170,7 @@ class LoadedModel:
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         with self.autocast():
             feats = self.model.encode_image(images.to(self.device, non_blocking=True))
-        feats = feats.float()
+        feats = require_finite(feats.float(), "image features", self, sample_overflow=True)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.inference_mode()
@@ -180,7 +181,7 @@ class LoadedModel:
             with self.autocast():
                 feats = encode_text_trimmed(self.model, tokens)
             out.append(feats.float())
-        feats = torch.cat(out) if out else torch.empty(0)
+        feats = require_finite(torch.cat(out) if out else torch.empty(0), "text features", self)
         return F.normalize(feats, dim=-1) if normalize else feats
 
 

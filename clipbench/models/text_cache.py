@@ -37,11 +37,12 @@ def embed_dim(model) -> int | None:
 
 def cached(
     model, kind: str, payload, compute, cache_dir: str | None, subdir: str = "text",
-    shape: Sequence[int | None] | None = None,
+    shape: Sequence[int | None] | None = None, finite: bool = False,
 ) -> torch.Tensor:
     """``compute()`` once per (model, payload); later calls load it from memory or ``cache_dir/subdir``.
 
-    A cache file that cannot be read, or holds a tensor of another ``shape``, is recomputed."""
+    A cache file that cannot be read, holds a tensor of another ``shape`` or (with ``finite``; image
+    galleries mark unreadable images with NaN rows) NaN or inf, is recomputed."""
     key = f"{kind}-{_key(model.fingerprint + '|' + model.precision, payload)}"
     if key in _MEMORY:
         return _MEMORY[key].to(model.device)
@@ -51,10 +52,10 @@ def cached(
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a truncated cache file is recomputed
             value = None
-        if has_shape(value, shape):
+        if has_shape(value, shape) and (not finite or bool(torch.isfinite(value).all())):
             _MEMORY[key] = value
             return value.to(model.device)
-        log.warning("ignoring unreadable or wrong-shape cache file %s; recomputing", path)
+        log.warning("ignoring unreadable, wrong-shape or non-finite cache file %s; recomputing", path)
     value = compute().cpu()
     _MEMORY[key] = value
     if path is not None:
@@ -73,9 +74,11 @@ def zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[s
         feats = model.encode_text(texts).view(len(classnames), len(templates), -1)
         return F.normalize(feats.mean(dim=1), dim=-1).T.contiguous()
 
-    return cached(model, "classifier", [list(classnames), list(templates)], compute, cache_dir, shape=(embed_dim(model), len(classnames)))
+    return cached(model, "classifier", [list(classnames), list(templates)], compute, cache_dir,
+                  shape=(embed_dim(model), len(classnames)), finite=True)
 
 
 def text_features(model, texts: Sequence[str], cache_dir: str | None = None) -> torch.Tensor:
     """(N, D) normalised embeddings of ``texts``."""
-    return cached(model, "texts", list(texts), lambda: model.encode_text(list(texts)), cache_dir, shape=(len(texts), embed_dim(model)))
+    return cached(model, "texts", list(texts), lambda: model.encode_text(list(texts)), cache_dir,
+                  shape=(len(texts), embed_dim(model)), finite=True)

@@ -23,10 +23,10 @@ from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
 from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
 from clipbench.results.csv_store import parse_numeric, read_results
 from clipbench.results.settings import differing_settings
-from clipbench.results.table import method_labels
+from clipbench.results.table import COUNT_METRICS, method_labels
 
 KEYS = ["task", "dataset", "split", "model_arch", "method", "metric"]
-NOT_HEADLINE = {"skipped"}
+NOT_HEADLINE = set(COUNT_METRICS)
 SIGNIFICANCE_NOTE = (
     f"`*`: differs from the baseline of its task, dataset, split, model and metric (the `clip` run, else the first run "
     f"listed) at {ALPHA:.0%} "

@@ -81,9 +81,14 @@ def method_labels(frame):
     return names.where(names != "", frame["method"].astype(str))
 
 
+# Sample counts written as metric rows (value = the count): shown only when not 0, never as a headline score.
+COUNT_METRICS = ("skipped", "tied")
+
+
 def sweep_summary(frame) -> str:
     """One compact row per run and one table per task: the metrics as columns (``value [ci_low, ci_high]``),
-    the method's config name, the settings that differ between the sweep's runs, ``skipped`` only when not 0."""
+    the method's config name, the settings that differ between the sweep's runs, each count (``skipped``,
+    ``tied``) only when not 0."""
     import pandas as pd
 
     from clipbench.results.settings import differing_settings
@@ -100,15 +105,14 @@ def sweep_summary(frame) -> str:
     for task, part in frame.groupby("task", sort=False):
         runs = part.drop_duplicates("run_id")
         settings = differing_settings(runs)
-        metrics = [m for m in dict.fromkeys(part["metric"]) if m != "skipped"]
-        skipped = part[part["metric"] == "skipped"].set_index("run_id")["value"].astype(float)
+        metrics = [m for m in dict.fromkeys(part["metric"]) if m not in COUNT_METRICS]
+        counts = {c: part[part["metric"] == c].set_index("run_id")["value"].astype(float) for c in COUNT_METRICS}
         rows = []
         for run in runs.itertuples():
             cells = part[part["run_id"] == run.run_id].set_index("metric")["cell"]
             row = {"dataset": run.dataset, "model": run.model_arch, "method": run.method, "settings": settings[run.Index]}
             row |= {m: cells.get(m, "") for m in metrics}
-            if (skipped > 0).any():
-                row["skipped"] = f"{int(skipped.get(run.run_id, 0))}"
+            row |= {c: f"{int(v.get(run.run_id, 0))}" for c, v in counts.items() if (v > 0).any()}
             rows.append(row)
         columns = [c for c in rows[0] if c != "settings" or any(r["settings"] for r in rows)]
         blocks.append(f"{task}:\n" + format_table(rows, columns))

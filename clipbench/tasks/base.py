@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from clipbench.errors import ConfigError
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
 from clipbench.runtime import Throughput
@@ -19,6 +20,19 @@ class TaskSpec:
     config: type
     evaluate: Callable[..., TaskResult]
     methods: frozenset[str] | None = None  # the methods the task supports; None = every method
+    picks_a_region: bool = False  # the prediction is one of an image's regions (REC)
+    subtract: bool = False  # method.subtract (the red-circle paper's caption-bank subtraction) applies
+
+    def check_method(self, method) -> None:
+        """The validated ``method`` config against what this task can measure with it."""
+        if self.picks_a_region and not method.sees_regions():
+            raise ConfigError("method", f"method={method.name} scores every proposal of an image alike (its features "
+                              f"ignore the boxes), so task={self.name} cannot pick one; use method=falip (the default "
+                              "of the reference protocol) or a visual prompt such as crop")
+        if method.subtract and not self.subtract:
+            raise ConfigError("method.subtract", f"the caption-bank subtraction does not apply to task={self.name} "
+                              "(it would change nothing, or not what it names); set it to false, e.g. method=falip "
+                              "rather than falip_subtract")
 
 
 TASKS: Registry[TaskSpec] = Registry("task")

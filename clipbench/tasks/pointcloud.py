@@ -38,6 +38,7 @@ from clipbench.metrics.classification import (
     classification_outcomes,
     mean_per_class_recall,
     per_class_recall,
+    reported_topk,
     topk_accuracy,
 )
 from clipbench.models.text_cache import zero_shot_classifier
@@ -240,7 +241,7 @@ def search_view_weights(
 
 
 def _classification_metrics(logits: torch.Tensor, targets: torch.Tensor, topk: list[int], suffix: str = "") -> dict[str, float]:
-    return {f"top{k}{suffix}": topk_accuracy(logits, targets, k) for k in topk}
+    return {f"top{k}{suffix}": topk_accuracy(logits, targets, k) for k in reported_topk(topk, logits.shape[1])}
 
 
 def _search_subset(size: int, samples: int, seed: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 For every sentence the text is ``template.format(expression.lower())`` (then the method's own text
 change, e.g. shade's), each proposal of the image is scored as ``logit_scale * cos(region, text)``,
-the softmax over the image's proposals is taken and its argmax is the prediction. It is correct when
+the softmax over the image's proposals is taken and its argmax is the prediction (ties: a seeded choice
+that ignores the proposals' order, counted in the ``tied`` row). It is correct when
 IoU(pred, gold) > ``iou_threshold``; with gold proposals that is ``pred_ann_id == gold_ann_id``.
 
 Sentences are grouped by image: each image's proposals are encoded once for all its sentences, and
@@ -16,6 +17,7 @@ logit(box, bank expression). The scores written to predictions.csv are the logit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -79,6 +81,7 @@ class Verdict:
 
     skip: str = ""
     hit: bool = False
+    tied: bool = False  # several proposals shared the highest score
     sentence_id: str = ""
     image_id: str = ""
     prediction: dict | None = None
@@ -147,7 +150,7 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
             feats = method.encode_regions([item.image for item in batch], [[[box] for _, box in item.valid] for item in batch])
         for item, f in zip(batch, feats):
             tally.add(judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
-                                  ctx.save_predictions))
+                                  ctx.save_predictions, ctx.seed))
         bar.update(n_sentences)
     bar.close()
     meter.stop()
@@ -187,10 +190,10 @@ def _batches(images: Iterable[ImageWork], batch_size: int) -> Iterator[list[Imag
 
 
 def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou_threshold: float,
-                save_predictions: bool) -> list[Verdict]:
+                save_predictions: bool, seed: int = 0) -> list[Verdict]:
     """The verdict on each sentence of one image from its (P_valid, S) logits: the prediction is the argmax
-    proposal, the target the gold annotation's proposal (gold proposals) or the proposal of highest IoU with
-    the gold box when that IoU passes ``iou_threshold`` (else -1)."""
+    proposal (``best_proposal``), the target the gold annotation's proposal (gold proposals) or the proposal of
+    highest IoU with the gold box when that IoU passes ``iou_threshold`` (else -1)."""
     entry, valid = item.entry, item.valid
     width, height = item.image.size
     if not gold_proposals:
@@ -204,7 +207,7 @@ def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou
             verdicts.append(Verdict(skip="malformed gold box"))
             continue
         column = logits[:, j].cpu()
-        k = int(column.argmax())  # the softmax's argmax
+        k, tied = best_proposal(column, [entry.proposals[i] for i, _ in valid], f"{seed}:{sentence.sample_id}")
         pred = valid[k][0]
         if gold_proposals:
             target = next((i for i, p in enumerate(entry.proposals) if p.ann_id == sentence.gold_ann_id), None)
@@ -218,8 +221,30 @@ def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou
             hit = ious[k][j] > iou_threshold
         row = {"sample_id": sentence.sample_id, "target": target, "pred": pred, "scores": _scores(entry, valid, column),
                "correct": int(hit), "image_id": entry.image_id} if save_predictions else None
-        verdicts.append(Verdict(hit=hit, sentence_id=str(sentence.sample_id), image_id=str(entry.image_id), prediction=row))
+        verdicts.append(Verdict(hit=hit, tied=tied, sentence_id=str(sentence.sample_id), image_id=str(entry.image_id),
+                                prediction=row))
     return verdicts
+
+
+TIE_RTOL = 1e-6
+
+
+def best_proposal(column: torch.Tensor, proposals: list, key: str) -> tuple[int, bool]:
+    """The softmax's argmax over one sentence's proposal logits, and whether it was tied.
+
+    Tied: within float32 noise of the best (``TIE_RTOL``; identical features can differ in the last bit once
+    multiplied in one batch). Ties go to the tied proposal whose (box, annotation id) hashes lowest with
+    ``key`` (run seed and sentence id): a seeded uniform choice that does not depend on the order proposals
+    are listed in. "The first listed" would turn the annotation order into accuracy, and a box rule (e.g. the
+    smallest) into a size prior; a uniform choice scores a tie at chance."""
+    tied = torch.isclose(column, column.max(), rtol=TIE_RTOL, atol=TIE_RTOL).nonzero().flatten().tolist()
+    if len(tied) == 1:
+        return tied[0], False
+    return min(tied, key=lambda i: _digest(f"{key}|{proposals[i].box}|{proposals[i].ann_id}")), True
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _scores(entry, valid: list[tuple[int, Box]], column: torch.Tensor) -> str:
@@ -235,7 +260,8 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
     hits = [v.hit for v in tally.judged]
     n = len(hits)
     return TaskResult(
-        metrics={"accuracy": sum(hits) / n if n else float("nan")},
+        metrics={"accuracy": sum(hits) / n if n else float("nan"),
+                 "tied": float(sum(v.tied for v in tally.judged))},  # a count over the n judged sentences, like skipped
         n=n,
         throughput=meter,
         skipped=sum(tally.skips.values()) - dropped,
@@ -247,4 +273,4 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
     )
 
 
-TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate))
+TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate, picks_a_region=True, subtract=True))

@@ -15,9 +15,13 @@ import torch
 from clipbench.config.tasks import TASK_CONFIGS, RegionClsConfig
 from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
-from clipbench.errors import ConfigError
 from clipbench.metrics.boxes import clip_box
-from clipbench.metrics.classification import classification_outcomes, mean_per_class_recall, topk_accuracy
+from clipbench.metrics.classification import (
+    classification_outcomes,
+    mean_per_class_recall,
+    reported_topk,
+    topk_accuracy,
+)
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
@@ -29,8 +33,6 @@ def method_templates(method, templates: list[str]) -> list[str]:
 
 
 def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> TaskResult:
-    if method.cfg.subtract:
-        raise ConfigError("method.subtract", "the caption-bank subtraction applies to task=rec only; set it to false")
     templates = method_templates(method, resolve_templates(cfg.templates))
     classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
     scale = model.logit_scale
@@ -71,7 +73,7 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     logits = torch.cat(logits_all) if logits_all else torch.empty(0, num_classes)
     target = torch.tensor(targets, dtype=torch.long)
     preds = logits.argmax(dim=1)
-    metrics = {f"top{k}": topk_accuracy(logits, target, k) for k in cfg.topk}
+    metrics = {f"top{k}": topk_accuracy(logits, target, k) for k in reported_topk(cfg.topk, num_classes)}
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, target, num_classes)
     dropped = skips.get("invalid box (dropped, not a sample)", 0)
     predictions = None

@@ -16,6 +16,7 @@ from clipbench.metrics.classification import (
     classification_outcomes,
     mean_per_class_recall,
     per_class_recall,
+    reported_topk,
     topk_accuracy,
 )
 from clipbench.progress import tqdm
@@ -75,9 +76,7 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
     if multilabel:
         return _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx)
     preds = logits.argmax(dim=1)
-    # clip_benchmark reports top-k only for datasets with at least k classes
-    ks = [k for k in cfg.topk if k <= num_classes] if getattr(dataset, "catalogue", None) else cfg.topk
-    metrics = {f"top{k}": topk_accuracy(logits, targets, k) for k in ks}
+    metrics = {f"top{k}": topk_accuracy(logits, targets, k) for k in reported_topk(cfg.topk, num_classes)}
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, targets, num_classes)
     recall = per_class_recall(preds, targets, num_classes)
     per_class = pd.DataFrame(
