@@ -108,7 +108,7 @@ def test_boxes_from_a_dataset_config_toy_world(toy_root, monkeypatch, tmp_path):
     expected = {(files[r["image_id"]], tuple(float(v) for v in xywh_to_xyxy(by_id[r["ann_id"]]["bbox"]))) for r in val}
     assert {(p.name, box) for p, box in samples} == expected and len(samples) == len(expected)
     out = tmp_path / "out"
-    assert main(["experiment=toy_falip_head_sensitivity", "--limit", "6", "--out", str(out), "--top-k", "2"]) == 0
+    assert main(["experiment=toy_falip_head_sensitivity", f"paths.toy={toy_root}", "--limit", "6", "--out", str(out), "--top-k", "2"]) == 0
     table = pd.read_csv(out / "head_sensitivity.csv")
     assert set(table["n"]) == {6} and sorted(set(table["layer"])) == [0, 1, 2, 3]
 
