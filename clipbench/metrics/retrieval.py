@@ -21,10 +21,11 @@ def hits_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> torch.Te
 
 
 def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
-    """scores, positives: (queries, gallery); share of queries with a positive among their top k."""
+    """scores, positives: (queries, gallery); share of queries with a positive among their top k, in float64
+    (144 of 150 is 0.96, not float32's 0.9599999785)."""
     if scores.shape[0] == 0:
         return float("nan")
-    return hits_at_k(scores, positives, k).float().mean().item()
+    return hits_at_k(scores, positives, k).double().mean().item()
 
 
 def _ranking(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: Sequence[int]):
