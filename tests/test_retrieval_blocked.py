@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +13,7 @@ import torch
 from clipbench.metrics.retrieval import retrieval_metrics, retrieval_outcomes, retrieval_results
 
 KS = (1, 2, 5, 10, 100)
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "retrieval_memory.py"
 
 
 def dense_hits(image_features, text_features, owner, k):
@@ -124,3 +129,10 @@ def test_no_score_block_holds_texts_x_images():
     dense_bytes = len(texts) * len(images) * 4
     assert largest <= 64 * len(texts) * 4 < dense_bytes / 5
 
+
+def test_memory_benchmark_runs_quick():
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--quick"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("| blocked") for line in lines) and any(line.startswith("| dense") for line in lines)
+    assert "recalls identical: yes" in proc.stdout
