@@ -11,7 +11,7 @@ from clipbench.config.tasks import TASK_CONFIGS, RetrievalConfig
 from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
-from clipbench.metrics.retrieval import retrieval_metrics, retrieval_outcomes
+from clipbench.metrics.retrieval import retrieval_results
 from clipbench.models.text_cache import cached, text_features
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
@@ -111,7 +111,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     skipped = sum(skip_reasons.values())  # every dropped input, gallery images and captions alike
     n_images, n_texts = int(usable.sum()), int(keep_text.sum())
     ranked = (images[usable], texts[keep_text], new_index[owners[keep_text]].tolist(), cfg.recall_k)
-    metrics = retrieval_metrics(*ranked) if n_images else {}
+    metrics, outcomes = retrieval_results(*ranked) if n_images else ({}, {})
     metric_n = {m: n_texts if m.startswith("image_retrieval") else n_images for m in metrics}
     return TaskResult(
         metrics=metrics,
@@ -120,7 +120,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         throughput=meter,
         skipped=skipped,
         skip_reasons={k: v for k, v in skip_reasons.items() if v},
-        outcomes=retrieval_outcomes(*ranked) if n_images else {},
+        outcomes=outcomes,
         extra={"gallery_images": n_images, "captions": n_texts},
     )
 
