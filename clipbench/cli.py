@@ -78,6 +78,7 @@ def app(cfg: DictConfig) -> float | None:
     else:
         if multirun:
             _clear_failure()
+        print(f"run directory: {hc.runtime.output_dir}")
         return value
     return None
 
@@ -124,11 +125,29 @@ Every option: clipbench --help
 """
 
 
-def unknown_top_level_key(argv: list[str]) -> str | None:
-    """The first ``key=value`` argument whose top-level key is neither a run key nor a config group, as typed."""
+SHELL_COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's: the arguments after it (install=bash) are its own
+
+
+def known_top_level_keys() -> set[str]:
+    """Run keys, config groups and ``hydra``: what a ``key=value`` argument may start with."""
     from clipbench.config import GROUP_KEYS, RUN_KEYS
 
-    known = set(GROUP_KEYS + RUN_KEYS) | {"hydra"} | {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()}
+    return set(GROUP_KEYS + RUN_KEYS) | {"hydra"} | {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir()}
+
+
+def did_you_mean(typed: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, else nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(typed.split(".")[0], sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_top_level_key(argv: list[str]) -> str | None:
+    """The first ``key=value`` argument whose top-level key is neither a run key nor a config group, as typed."""
+    if any(flag in argv for flag in SHELL_COMPLETION_FLAGS):
+        return None
+    known = known_top_level_keys()
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -154,9 +173,8 @@ def main() -> None:
         return
     unknown = unknown_top_level_key(sys.argv[1:])
     if unknown:
-        from clipbench.config import GROUP_KEYS, RUN_KEYS
-
-        print(f"error: {unknown}: unknown key; allowed: {sorted(GROUP_KEYS + RUN_KEYS)}", file=sys.stderr)
+        print(f"error: {unknown}: unknown key{did_you_mean(unknown, known_top_level_keys())}; allowed: "
+              f"{sorted(known_top_level_keys() - {'hydra'})}", file=sys.stderr)
         sys.exit(2)
     needs_plus = group_needing_plus(sys.argv[1:])
     if needs_plus:

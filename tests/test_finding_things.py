@@ -1,0 +1,24 @@
+"""Finding things from the command line: shell completion, "did you mean", where a run's files went."""
+
+from conftest import base_args, run_cli
+
+
+def test_shell_completion_installs():
+    proc = run_cli("-sc", "install=bash")
+    assert proc.returncode == 0, proc.stderr
+    assert "hydra_bash_completion" in proc.stdout and "unknown key" not in proc.stderr
+
+
+def test_a_mistyped_key_gets_the_closest_one():
+    proc = run_cli("bach_size=3")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: bach_size: unknown key (did you mean 'batch_size'?)")
+    far = run_cli("zzzz=1")
+    assert far.returncode == 2 and "did you mean" not in far.stderr
+
+
+def test_a_run_prints_its_run_directory(tmp_path, cifar_root):
+    proc = run_cli(*base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4"),
+                   check=True)
+    assert f"run directory: {tmp_path / 'run'}" in proc.stdout.splitlines()
+    assert (tmp_path / "run" / "metrics.json").is_file()
