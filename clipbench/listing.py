@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import textwrap
 from collections.abc import Iterable
 
 from omegaconf import OmegaConf
@@ -73,12 +75,23 @@ def task_rows() -> list[dict]:
 
 
 def experiment_rows() -> list[dict]:
-    rows = []
-    for path in sorted(experiments_dir().glob("*.yaml")):
-        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
-                        if line.startswith("#") and "@package" not in line), "")
-        rows.append({"experiment": path.stem, "what it runs": comment})
-    return rows
+    return [{"experiment": path.stem, "what it runs": _first_paragraph(path)}
+            for path in sorted(experiments_dir().glob("*.yaml"))]
+
+
+def _first_paragraph(path) -> str:
+    """The header comment's first paragraph, whole (it may run over several lines)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or "@package" in line:
+            if lines or not line.startswith("#"):
+                break
+            continue
+        text = line.lstrip("#").strip()
+        if not text:
+            break
+        lines.append(text)
+    return " ".join(lines)
 
 
 def model_rows(pattern: str = "") -> list[dict]:
@@ -95,23 +108,41 @@ def model_rows(pattern: str = "") -> list[dict]:
     ]
 
 
-def _print(title: str, rows: Iterable[dict]) -> None:
+def _print(title: str, rows: Iterable[dict], width: int) -> None:
     rows = list(rows)
     print(f"\n{title}")
-    print(format_table(rows, list(rows[0])) if rows else "(none)")
+    print(format_table(_wrapped(rows, width), list(rows[0])) if rows else "(none)")
+
+
+def _wrapped(rows: list[dict], width: int) -> list[dict]:
+    """Cells wrapped at word boundaries so the table fits ``width`` columns (0: one line per row). The first
+    column stays whole; the others share what is left in proportion to their longest cell."""
+    columns = list(rows[0])
+    longest = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    room = width - longest[columns[0]] - 4 - 3 * (len(columns) - 1)  # the grid's borders and padding
+    wide = sum(longest[c] for c in columns[1:])
+    if width <= 0 or room >= wide:
+        return rows
+    limit = {c: max(len(c), 12, room * longest[c] // wide) for c in columns[1:]}
+    return [{c: v if c == columns[0] else "\n".join(textwrap.wrap(str(v), limit[c]) or [""]) for c, v in r.items()}
+            for r in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipbench-list", description="What clipbench can run, as tables.")
     parser.add_argument("what", nargs="?", choices=["all", "tasks", "experiments", "models"], default="all")
     parser.add_argument("--filter", default="", help="only architectures whose name contains this text")
+    parser.add_argument("--width", type=int, default=shutil.get_terminal_size((100, 24)).columns,
+                        help="wrap cells to fit this many columns (default: the terminal's); 0: one line per row")
     args = parser.parse_args(argv)
     if args.what in ("all", "tasks"):
-        _print("Tasks (task=), the datasets that serve them and the methods they accept", task_rows())
+        _print("Tasks (task=), the datasets that serve them and the methods they accept", task_rows(), args.width)
     if args.what in ("all", "experiments"):
-        _print("Experiments (clipbench -m experiment=<name>)", experiment_rows())
+        _print("Experiments (clipbench -m experiment=<name>; the whole description heads experiments/<name>.yaml)",
+               experiment_rows(), args.width)
     if args.what in ("all", "models"):
-        _print(f"open_clip architectures{f' matching {args.filter!r}' if args.filter else ''}", model_rows(args.filter))
+        _print(f"open_clip architectures{f' matching {args.filter!r}' if args.filter else ''}", model_rows(args.filter),
+               args.width)
 
 
 if __name__ == "__main__":

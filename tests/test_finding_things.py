@@ -22,3 +22,18 @@ def test_a_run_prints_its_run_directory(tmp_path, cifar_root):
                    check=True)
     assert f"run directory: {tmp_path / 'run'}" in proc.stdout.splitlines()
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_clipbench_list_fits_100_columns_with_whole_descriptions(capsys):
+    from clipbench.listing import _first_paragraph, main
+    from clipbench.paths import experiments_dir
+
+    main(["experiments", "--width", "100"])
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100
+    cells = " ".join(line.split("|")[2].strip() for line in out.splitlines() if line.count("|") == 3)
+    for path in experiments_dir().glob("*.yaml"):
+        whole = _first_paragraph(path)
+        assert " ".join(whole.split()) in " ".join(cells.split()), path.name  # wrapped, never cut
+    main(["experiments", "--width", "0"])
+    assert max(map(len, capsys.readouterr().out.splitlines())) > 100  # one line per row on request
