@@ -21,7 +21,7 @@ def _rows(text: str, first_cell: str) -> list[str]:
 
 
 def test_clipbench_list_tables(capsys):
-    list_main(["tasks"])
+    list_main(["tasks", "--width", "0"])  # one line per row, to read cells
     out = capsys.readouterr().out
     (rec,) = _rows(out, "rec")
     assert "refcoco" in rec and "falip_subtract" in rec and "red_circle_falip" in rec and "cifar100" not in rec
