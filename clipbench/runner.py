@@ -105,6 +105,16 @@ def resolve_groups(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def _with_toy_hint(exc: ConfigError, cfg: DictConfig) -> ConfigError:
+    """A missing toy dataset means the toy world was not written (here): say how, not where to download."""
+    toy = cfg.get("paths", {}).get("toy")
+    missing = "does not exist" in exc.message
+    if not toy or not missing or Path(toy).is_dir() or not str(cfg.dataset.get(exc.key.split(".")[-1], "")).startswith(str(toy)):
+        return exc
+    return ConfigError(exc.key, f"{cfg.dataset.get(exc.key.split('.')[-1])} does not exist: the toy world is not written "
+                       f"at {toy}; run clipbench-toy-world (or clipbench-toy-world --out DIR and pass paths.toy=DIR)")
+
+
 def validate(cfg: DictConfig) -> ValidatedConfig:
     """Check every group against its schema; the first bad key raises ``ConfigError``.
 
@@ -129,7 +139,10 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
         raise ConfigError(
             "dataset", f"{dataset_spec.name!r} does not serve task={task_name}; it serves {sorted(dataset_spec.tasks)}"
         )
-    dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+    try:
+        dataset = to_schema(dataset_spec.config, cfg.dataset, "dataset")
+    except ConfigError as exc:
+        raise _with_toy_hint(exc, cfg) from None
 
     from clipbench.methods import METHODS
     from clipbench.models.factory import vit_tower_shape

@@ -1,5 +1,6 @@
 """Finding things from the command line: shell completion, "did you mean", where a run's files went."""
 
+import pytest
 from conftest import base_args, run_cli
 
 
@@ -37,3 +38,18 @@ def test_clipbench_list_fits_100_columns_with_whole_descriptions(capsys):
         assert " ".join(whole.split()) in " ".join(cells.split()), path.name  # wrapped, never cut
     main(["experiments", "--width", "0"])
     assert max(map(len, capsys.readouterr().out.splitlines())) > 100  # one line per row on request
+
+
+def test_a_missing_toy_world_points_to_its_writer(tmp_path):
+    from helpers import compose_config
+
+    from clipbench.errors import ConfigError
+    from clipbench.runner import validate
+
+    for toy in ("zeroshot", "rec", "region_cls"):
+        with pytest.raises(ConfigError) as info:
+            validate(compose_config([f"+toy={toy}", f"paths.toy={tmp_path / 'no_world'}"]))
+        assert "run clipbench-toy-world" in str(info.value) and "download" not in str(info.value), toy
+    with pytest.raises(ConfigError) as info:  # a real dataset root keeps its own advice
+        validate(compose_config(["dataset.root=/nonexistent/cifar"]))
+    assert "dataset.download=true" in str(info.value) and "toy" not in str(info.value)
