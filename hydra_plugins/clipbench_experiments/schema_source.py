@@ -1,7 +1,7 @@
 """The ``schema`` config group: each group option's dataclass defaults, the base its YAML extends.
 
 ``conf/method/falip.yaml`` starts with ``defaults: [/schema/method/falip@_here_, _self_]``: the keys and defaults
-come from ``FalipConfig`` (clipbench.config.schemas.py lists which dataclass serves which option), the YAML adds what
+come from ``FalipConfig`` (clipbench/config/schemas.py lists which dataclass serves which option), the YAML adds what
 differs, and every key exists before overrides apply (``method.alpha=0.3`` needs no ``+``). The group is left out
 of listings (``clipbench --help``), as it is no choice to make.
 """
@@ -13,7 +13,7 @@ from hydra.plugins.config_source import ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
 GROUP = "schema"
-SCHEME = "clipbench.config.schemas"
+SCHEME = "clipbench-schemas"
 
 
 def _parts(config_path: str) -> list[str]:
