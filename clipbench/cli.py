@@ -125,7 +125,8 @@ Every option: clipbench --help
 """
 
 
-SHELL_COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's: the arguments after it (install=bash) are its own
+SHELL_COMPLETION_FLAGS = ("-sc", "--shell-completion")
+OTHER_CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")  # Hydra's: the arguments after it (install=bash) are its own
 
 
 def known_top_level_keys() -> set[str]:
@@ -141,6 +142,31 @@ def did_you_mean(typed: str, choices) -> str:
 
     close = difflib.get_close_matches(typed.split(".")[0], sorted(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: its YAML files (experiments: the experiments folder)."""
+    from clipbench.paths import experiments_dir
+
+    folder = experiments_dir() if group == "experiment" else PACKAGE_CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def unknown_option(argv: list[str]) -> tuple[str, str] | None:
+    """The first ``group=option`` argument (sweeps ``a,b`` included) naming an option the group lacks; none when
+    more configs come from elsewhere (``--config-dir``, ``hydra.searchpath``) or for shell completion."""
+    if any(a.split("=")[0] in OTHER_CONFIG_FLAGS + SHELL_COMPLETION_FLAGS or a.startswith("hydra.searchpath") for a in argv):
+        return None
+    groups = {p.name for p in PACKAGE_CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"} | {"experiment"}
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in groups or not value or "(" in value:  # range(...), glob(...): Hydra's own sweep syntax
+            continue
+        options = group_options(key)
+        for option in value.split(","):
+            if option not in options and option != "null":
+                return key, option
+    return None
 
 
 def unknown_top_level_key(argv: list[str]) -> str | None:
@@ -175,6 +201,12 @@ def main() -> None:
     if unknown:
         print(f"error: {unknown}: unknown key{did_you_mean(unknown, known_top_level_keys())}; allowed: "
               f"{sorted(known_top_level_keys() - {'hydra'})}", file=sys.stderr)
+        sys.exit(2)
+    bad_option = unknown_option(sys.argv[1:])
+    if bad_option:
+        group, option = bad_option
+        print(f"error: {group}={option}: no such option{did_you_mean(option, group_options(group))}; "
+              f"{group} options: {' '.join(group_options(group))}", file=sys.stderr)
         sys.exit(2)
     needs_plus = group_needing_plus(sys.argv[1:])
     if needs_plus:

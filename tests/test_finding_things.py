@@ -53,3 +53,14 @@ def test_a_missing_toy_world_points_to_its_writer(tmp_path):
     with pytest.raises(ConfigError) as info:  # a real dataset root keeps its own advice
         validate(compose_config(["dataset.root=/nonexistent/cifar"]))
     assert "dataset.download=true" in str(info.value) and "toy" not in str(info.value)
+
+
+def test_a_mistyped_option_is_one_line_with_the_closest_one(tmp_path):
+    for args in (["method=fallip"], ["-m", "method=clip,fallip"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("error: method=fallip: no such option (did you mean 'falip'?)")
+    (tmp_path / "method").mkdir()  # an option of the user's own, beside the shipped ones, is not refused
+    (tmp_path / "method" / "mine.yaml").write_text("defaults:\n  - /schema/method/falip@_here_\n  - _self_\nalpha: 0.3\n")
+    proc = run_cli("--config-dir", str(tmp_path), "method=mine", "--cfg", "job")
+    assert proc.returncode == 0 and "alpha: 0.3" in proc.stdout, proc.stderr
