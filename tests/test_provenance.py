@@ -1,0 +1,96 @@
+"""What a row can be cited by: the environment record, the data and weights fingerprints, honest model labels."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import compose_config, tmp_overrides
+from PIL import Image
+
+from clipbench.results.csv_store import RESULT_COLUMNS, read_results
+from clipbench.runner import run
+from tests.tiny_towers import save_tiny_hf_clip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cifar_root) -> Path:
+    """One results CSV: a random-init open_clip model run twice (two run directories; the second also to W&B,
+    its config kept in wandb_config.json), a tiny HF CLIP once."""
+    from clipbench.results import wandb_logger
+
+    out = tmp_path_factory.mktemp("provenance")
+    data = (f"dataset.root={cifar_root}", "dataset.check_integrity=false", "experiment_name=models")
+    run(compose_config(tmp_overrides(out, *data)), out / "first")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wandb_logger, "log_run", lambda wcfg, name, config, *rest: (out / "wandb_config.json").write_text(
+            json.dumps(config, default=str)))
+        run(compose_config(tmp_overrides(out, *data, "logger=both")), out / "second")
+    hf = save_tiny_hf_clip(out / "tiny-hf-clip")
+    run(compose_config(tmp_overrides(out, *data, "model.source=hf", f"model.arch={hf}")), out / "hf")
+    return out
+
+
+def _rows(out: Path):
+    return read_results(out / "results.csv", numeric=False)
+
+
+def test_metrics_json_records_the_environment(runs):
+    payload = json.loads((runs / "first" / "metrics.json").read_text())
+    env = payload["env"]
+    assert {"python", "cuda", "cudnn", "cpu", "cpu_count", "gpu", "gpu_count", "determinism"} <= set(env)
+    assert {"torch", "torchvision", "open_clip_torch", "timm", "transformers", "clip-benchmark", "numpy",
+            "pillow"} == set(env["libraries"])
+    assert env["libraries"]["torch"] and env["cpu"] and env["cpu_count"] > 0
+    assert "deterministic_algorithms" in env["determinism"]
+    assert payload["env_key"] and payload["data_fingerprint"]
+    logged = json.loads((runs / "wandb_config.json").read_text())
+    assert logged["env"] == env and logged["env_key"] == payload["env_key"]
+    assert logged["data_fingerprint"] == payload["data_fingerprint"] and "weights_fingerprint" in logged
+
+
+def test_env_and_fingerprints_are_the_same_across_reruns(runs):
+    rows = _rows(runs)
+    open_clip = rows[rows["model_source"] == "open_clip"]
+    assert list(RESULT_COLUMNS[-3:]) == ["model_source", "env", "data_fingerprint"]
+    assert open_clip["run_id"].nunique() == 2
+    for column in ("env", "data_fingerprint"):
+        assert open_clip[column].nunique() == 1 and open_clip[column].iloc[0], column
+    assert rows["env"].nunique() == 1 and rows["data_fingerprint"].nunique() == 1
+
+
+def _image(path: Path, size: int) -> None:
+    Image.fromarray(np.random.default_rng(size).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations.json").write_text(json.dumps({"a.png": "a red square"}))
+    _image(root / "images" / "a.png", 8)
+    _image(root / "images" / "b.png", 8)
+    return root
+
+
+def test_data_fingerprint_follows_annotations_and_images_only(dataset, tmp_path):
+    from clipbench.fingerprints import data_fingerprint
+
+    def fingerprint(root: Path) -> str:
+        return data_fingerprint({"name": "captions", "root": str(root), "split": "test"})
+
+    before = fingerprint(dataset)
+    assert before and fingerprint(dataset) == before
+    copy = shutil.copytree(dataset, tmp_path / "copy")  # another root, other mtimes, same files
+    (copy / "images" / "a.png").touch()
+    assert fingerprint(copy) == before
+    (copy / "annotations.json").write_text(json.dumps({"a.png": "a blue square"}))
+    assert fingerprint(copy) != before
+    copy = shutil.copytree(dataset, tmp_path / "copy2")
+    _image(copy / "images" / "b.png", 9)  # a replaced image
+    assert fingerprint(copy) != before
+    copy = shutil.copytree(dataset, tmp_path / "copy3")
+    (copy / "images" / "b.png").unlink()  # a removed image
+    assert fingerprint(copy) != before
+    assert data_fingerprint({"name": "hub", "path": "org/dataset-on-the-hub"}) == ""
