@@ -203,7 +203,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
 
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
-    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source)
+    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source, v.run.seed, v.model.cache_dir)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
         busy = claim_config(v.run.results_csv, chash, weights)
@@ -246,7 +246,8 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
     reset_peak_memory(device)
     if no_weights(v.model.pretrained) and v.model.source != "hf":
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
-    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir, source=v.model.source)
+    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir,
+                       source=v.model.source, seed=v.run.seed)
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,

@@ -44,10 +44,10 @@ def test_metrics_json_records_the_environment(runs):
             "pillow"} == set(env["libraries"])
     assert env["libraries"]["torch"] and env["cpu"] and env["cpu_count"] > 0
     assert "deterministic_algorithms" in env["determinism"]
-    assert payload["env_key"] and payload["data_fingerprint"]
+    assert payload["env_key"] and payload["data_fingerprint"] and payload["weights_fingerprint"]
     logged = json.loads((runs / "wandb_config.json").read_text())
     assert logged["env"] == env and logged["env_key"] == payload["env_key"]
-    assert logged["data_fingerprint"] == payload["data_fingerprint"] and "weights_fingerprint" in logged
+    assert logged["data_fingerprint"] == payload["data_fingerprint"] and logged["weights_fingerprint"]
 
 
 def test_env_and_fingerprints_are_the_same_across_reruns(runs):
@@ -55,9 +55,35 @@ def test_env_and_fingerprints_are_the_same_across_reruns(runs):
     open_clip = rows[rows["model_source"] == "open_clip"]
     assert list(RESULT_COLUMNS[-3:]) == ["model_source", "env", "data_fingerprint"]
     assert open_clip["run_id"].nunique() == 2
-    for column in ("env", "data_fingerprint"):
+    for column in ("env", "data_fingerprint", "weights_fingerprint"):
         assert open_clip[column].nunique() == 1 and open_clip[column].iloc[0], column
     assert rows["env"].nunique() == 1 and rows["data_fingerprint"].nunique() == 1
+
+
+def test_random_init_fingerprint_names_arch_and_seed(runs):
+    from conftest import TINY_ARCH
+
+    from clipbench.models.factory import weights_fingerprint
+
+    rows = _rows(runs)
+    fingerprint = rows.loc[rows["model_source"] == "open_clip", "weights_fingerprint"].iloc[0]
+    assert TINY_ARCH in fingerprint and fingerprint.endswith(":seed=0")
+    assert weights_fingerprint(TINY_ARCH, None, "open_clip", 1) != fingerprint  # another seed, other weights
+    hf = rows.loc[rows["model_source"] == "hf", "weights_fingerprint"].iloc[0]
+    assert hf and not hf.startswith("random:")
+
+
+def test_hub_id_fingerprint_is_its_cached_revision(tmp_path):
+    from clipbench.models.factory import weights_fingerprint
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--tiny-clip"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    assert weights_fingerprint("org/tiny-clip", None, "hf", cache_dir=str(tmp_path)) == f"hf:org/tiny-clip@{commit}"
+    assert weights_fingerprint("org/not-cached", None, "hf", cache_dir=str(tmp_path)) == ""
 
 
 def _image(path: Path, size: int) -> None:
