@@ -29,7 +29,7 @@ from clipbench.config import (
     to_schema,
 )
 from clipbench.errors import ConfigError, DataError
-from clipbench.models.weights import no_weights
+from clipbench.models.weights import model_label, no_weights
 from clipbench.results.csv_store import (
     append_rows,
     check_results_csv,
@@ -399,6 +399,7 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
             tables["predictions"] = pd.DataFrame(result.predictions)
         record = ("config_hash", "weights_fingerprint", "data_fingerprint", "env_key", "env")
         config = OmegaConf.to_container(v.raw, resolve=True) | {"git_sha": rows[0]["git_sha"]} | {k: payload[k] for k in record}
+        config["model_label"] = model_label(v.model.arch, v.model.pretrained, v.model.source)
         log_run(
             v.logger.wandb, name, config, payload["metrics"]
             | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,

@@ -9,6 +9,7 @@ import pytest
 from helpers import compose_config, tmp_overrides
 from PIL import Image
 
+from clipbench.report.build import build_report
 from clipbench.results.csv_store import RESULT_COLUMNS, read_results
 from clipbench.runner import run
 from tests.tiny_towers import save_tiny_hf_clip
@@ -48,6 +49,7 @@ def test_metrics_json_records_the_environment(runs):
     logged = json.loads((runs / "wandb_config.json").read_text())
     assert logged["env"] == env and logged["env_key"] == payload["env_key"]
     assert logged["data_fingerprint"] == payload["data_fingerprint"] and logged["weights_fingerprint"]
+    assert logged["model_label"].endswith(" (random init)")
 
 
 def test_env_and_fingerprints_are_the_same_across_reruns(runs):
@@ -84,6 +86,24 @@ def test_hub_id_fingerprint_is_its_cached_revision(tmp_path):
     (repo / "refs" / "main").write_text(commit)
     assert weights_fingerprint("org/tiny-clip", None, "hf", cache_dir=str(tmp_path)) == f"hf:org/tiny-clip@{commit}"
     assert weights_fingerprint("org/not-cached", None, "hf", cache_dir=str(tmp_path)) == ""
+
+
+def test_hf_model_is_not_labelled_random_init(runs, tmp_path):
+    build_report(runs / "results.csv", tmp_path / "report", runs=[runs])
+    table = (tmp_path / "report" / "models" / "table.md").read_text()
+    tex = (tmp_path / "report" / "models" / "table.tex").read_text()
+    assert "tiny-hf-clip (hf)" in table and "tiny-hf-clip (hf)" in tex
+    assert table.count("(random init)") == 1  # the open_clip row only, not the HF one
+
+
+def test_model_label_names_source_architecture_and_weights():
+    from clipbench.models.weights import model_label
+
+    assert model_label("ViT-B-16", "openai") == "ViT-B-16 openai"
+    assert model_label("ViT-B-16", "/ckpt/ft.safetensors") == "ViT-B-16 ft.safetensors"
+    assert model_label("ViT-B-16", None) == model_label("ViT-B-16", float("nan")) == "ViT-B-16 (random init)"
+    assert model_label("openai/clip-vit-base-patch16", None, "hf") == "openai/clip-vit-base-patch16 (hf)"
+    assert model_label("/models/my-clip", "", "hf") == "my-clip (hf)"
 
 
 def _image(path: Path, size: int) -> None:

@@ -156,6 +156,7 @@ class LoadedModel:
     device: torch.device
     fingerprint: str
     geometry: VisionGeometry
+    source: str = "open_clip"
     _text_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -417,7 +418,7 @@ def _load_hf(arch: str, pretrained, precision: str, device: torch.device, cache_
     model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
     model = model.to(device).eval()
     return LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
-                       vision_geometry(model))
+                       vision_geometry(model), source="hf")
 
 
 LOADERS: dict[str, Callable[..., LoadedModel]] = {"open_clip": _load_open_clip, "hf": _load_hf}

@@ -20,7 +20,7 @@ import pandas as pd
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
-from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
+from clipbench.report.tables import format_value, format_with_interval, model_labels, to_latex, to_markdown
 from clipbench.results.csv_store import parse_numeric, read_results
 from clipbench.results.settings import differing_settings
 from clipbench.results.table import COUNT_METRICS, method_labels
@@ -53,7 +53,7 @@ def load_results(path: Path) -> pd.DataFrame:
         frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
     frame["method_label"] = method_labels(frame)
-    frame["model"] = [model_label(a, p) for a, p in zip(frame["model_arch"], frame["model_pretrained"])]
+    frame["model"] = model_labels(frame)
     # the latest run of each configuration and metric, within each experiment (a config run under two
     # experiment names belongs to both)
     return frame.sort_values("timestamp").drop_duplicates(["experiment", "config_hash", "metric"], keep="last")
