@@ -10,7 +10,7 @@ from helpers import compose_config, tmp_overrides
 from PIL import Image
 
 from clipbench.report.build import build_report
-from clipbench.results.csv_store import RESULT_COLUMNS, read_results
+from clipbench.results.csv_store import RESULT_COLUMNS, append_rows, read_results
 from clipbench.runner import run
 from tests.tiny_towers import save_tiny_hf_clip
 
@@ -140,3 +140,25 @@ def test_data_fingerprint_follows_annotations_and_images_only(dataset, tmp_path)
     (copy / "images" / "b.png").unlink()  # a removed image
     assert fingerprint(copy) != before
     assert data_fingerprint({"name": "hub", "path": "org/dataset-on-the-hub"}) == ""
+
+
+def _row(run_id, env, data):
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(run_id=run_id, timestamp="2026-01-01T00:00:00+00:00", split="test", n=10, seed=0, device="cpu",
+               config_hash=f"h{run_id}", experiment="mixed", task="zeroshot", dataset="cifar100", model_arch="toyclip",
+               method="clip", method_params="{}", metric="top1", value=0.5, model_source="open_clip", env=env,
+               data_fingerprint=data)
+    return row
+
+
+def test_report_warns_when_it_compares_rows_from_different_environments_or_data(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    append_rows(csv, [_row("a", "env1", "data1"), _row("b", "env1", "data1")])
+    build_report(csv, tmp_path / "same", runs=[])
+    assert "warning" not in capsys.readouterr().err
+    append_rows(csv, [_row("c", "env2", "data2")])
+    build_report(csv, tmp_path / "mixed", runs=[])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert "2 environments" in err[0] and "env1" in err[0] and "env2" in err[0] and "mixed" in err[0]
+    assert "2 data fingerprints" in err[1] and "data1" in err[1] and "data2" in err[1]
