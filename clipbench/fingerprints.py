@@ -39,16 +39,22 @@ def _entries(path: Path) -> list[str]:
                   for top, _, files in os.walk(path, followlinks=True) for f in files)
 
 
+def _names_path(key: str, value) -> bool:
+    """``root``, or a value written as a path (``a/b``, ``~/x``): a split or column name such as ``test`` is
+    not taken for a folder of that name in the working directory."""
+    return isinstance(value, str) and bool(value) and (key == "root" or "/" in value or value.startswith("~"))
+
+
 def data_fingerprint(dataset_params: dict) -> str:
     """The identity of a dataset's files on disk: 16 hex digits, "" when its config names no local path.
 
     One rule for every dataset kind instead of a list of annotation files per loader: every file under each
-    folder or file the dataset config names (``root``, ``images``, ``annotation``, ...) is listed, sorted by
+    folder or file the dataset config names (``root``, ``images``, ``annotation``, ...; see _names_path) is listed, sorted by
     its relative path; images and files over HASHED_FILE_MAX_BYTES count by size (cheap on 100k images),
     the rest, which are the annotations, class names and captions, by their content hash (cached per path,
     size and mtime, like a checkpoint's). An edited annotation or a replaced image changes it; a copy of the
     data elsewhere (another root, other mtimes) does not.
     """
-    named = {key: Path(value).expanduser() for key, value in dataset_params.items() if isinstance(value, str) and value}
+    named = {key: Path(value).expanduser() for key, value in dataset_params.items() if _names_path(key, value)}
     lines = [f"[{key}]\n" + "\n".join(_entries(path)) for key, path in sorted(named.items()) if path.exists()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] if lines else ""

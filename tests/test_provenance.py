@@ -120,7 +120,7 @@ def dataset(tmp_path) -> Path:
     return root
 
 
-def test_data_fingerprint_follows_annotations_and_images_only(dataset, tmp_path):
+def test_data_fingerprint_follows_annotations_and_images_only(dataset, tmp_path, monkeypatch):
     from clipbench.fingerprints import data_fingerprint
 
     def fingerprint(root: Path) -> str:
@@ -140,6 +140,8 @@ def test_data_fingerprint_follows_annotations_and_images_only(dataset, tmp_path)
     (copy / "images" / "b.png").unlink()  # a removed image
     assert fingerprint(copy) != before
     assert data_fingerprint({"name": "hub", "path": "org/dataset-on-the-hub"}) == ""
+    monkeypatch.chdir(dataset)  # a split named like a folder in the working directory is no path
+    assert data_fingerprint({"name": "captions", "root": str(dataset), "split": "images"}) == fingerprint(dataset)
 
 
 def _row(run_id, env, data):
