@@ -25,7 +25,7 @@ from torch.func import functional_call
 from clipbench.errors import ConfigError
 from clipbench.models.checkpoints import expand_compact, file_fingerprint, read_checkpoint, regenerate_hint
 from clipbench.models.finite import require_finite
-from clipbench.models.weights import no_weights
+from clipbench.models.weights import DEFAULT_SEED, no_weights
 from clipbench.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -333,9 +333,10 @@ def load_model(
     local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
     pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
     reload weights; an edited model JSON or a replaced checkpoint is loaded anew. ``seed``: the seed random-init
-    weights are drawn with (the caller seeds torch), so two seeds are two models.
+    weights are drawn with (the caller seeds torch; None: a run's default), so two seeds are two models.
     """
     device = torch.device(device)
+    seed = DEFAULT_SEED if seed is None else seed
     content = (arch_digest(arch) if source == "open_clip" else "", weights_fingerprint(arch, pretrained, source, seed, cache_dir))
     key = (source, arch, str(pretrained), *content, precision, str(device))
     if reuse and key in _MODEL_CACHE:

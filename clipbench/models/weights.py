@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+#: a run's ``seed`` when none is given (RunConfig); random-init weights are drawn with it
+DEFAULT_SEED = 0
+
 #: the spellings of "no weights" besides None (YAML ``null``): Hydra passes ``model.pretrained=none`` as "none"
 NO_WEIGHTS = ("", "null", "none", "None")
 
