@@ -29,7 +29,7 @@ from clipbench.config import (
     to_schema,
 )
 from clipbench.errors import ConfigError, DataError
-from clipbench.models.weights import no_weights
+from clipbench.models.weights import model_label, no_weights
 from clipbench.results.csv_store import (
     append_rows,
     check_results_csv,
@@ -216,7 +216,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
 
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
-    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source)
+    weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source, v.run.seed, v.model.cache_dir)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
         busy = claim_config(v.run.results_csv, chash, weights)
@@ -259,7 +259,8 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
     reset_peak_memory(device)
     if no_weights(v.model.pretrained) and v.model.source != "hf":
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
-    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir, source=v.model.source)
+    model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir,
+                       source=v.model.source, seed=v.run.seed)
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
@@ -286,7 +287,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
     """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload.
 
     ``identity``: the config hash and the weights fingerprint, what resume matches a row on."""
+    from clipbench.fingerprints import data_fingerprint
     from clipbench.metrics.uncertainty import bootstrap_interval
+    from clipbench.results.environment import env_key, environment_record
     from clipbench.runtime import peak_memory_mb
 
     device = built.device
@@ -295,6 +298,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
     peak = peak_memory_mb(device)
     run_id = uuid.uuid4().hex[:12]
     chash, weights = identity
+    env, data = environment_record(), data_fingerprint(as_plain(v.dataset))
     base = {
         "run_id": run_id,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -320,6 +324,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "model_precision": v.model.precision,
         "ci_level": v.run.ci.level if v.run.ci.resamples else None,
         "ci_resamples": v.run.ci.resamples,
+        "model_source": v.model.source,
+        "env": env_key(env),
+        "data_fingerprint": data,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
@@ -345,6 +352,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "loop_items_per_s": result.throughput.items_per_s, "forward_items_per_s": result.throughput.forward_items_per_s,
         "peak_mem_mb": peak, "device": str(device),
         "ci": {"level": v.run.ci.level, "resamples": v.run.ci.resamples, "seconds": ci_seconds, "intervals": intervals},
+        "model_source": v.model.source, "data_fingerprint": data, "env_key": base["env"], "env": env,
         **result.extra,
     }
     return rows, payload
@@ -402,7 +410,9 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
         tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
         if result.predictions:
             tables["predictions"] = pd.DataFrame(result.predictions)
-        config = OmegaConf.to_container(v.raw, resolve=True) | {"config_hash": rows[0]["config_hash"], "git_sha": rows[0]["git_sha"]}
+        record = ("config_hash", "weights_fingerprint", "data_fingerprint", "env_key", "env")
+        config = OmegaConf.to_container(v.raw, resolve=True) | {"git_sha": rows[0]["git_sha"]} | {k: payload[k] for k in record}
+        config["model_label"] = model_label(v.model.arch, v.model.pretrained, v.model.source)
         log_run(
             v.logger.wandb, name, config, payload["metrics"]
             | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,

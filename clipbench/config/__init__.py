@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clipbench.errors import ConfigError
+from clipbench.models.weights import DEFAULT_SEED
 from clipbench.paths import deprecated_env_path
 
 
@@ -89,7 +90,7 @@ class RunConfig:
     device: str = "auto"
     batch_size: int = 64
     num_workers: int = 2
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     limit: int | None = None
     save_predictions: bool = False
     results_csv: str = "results/results.csv"

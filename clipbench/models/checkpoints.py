@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from clipbench.errors import ConfigError
+from clipbench.fingerprints import file_fingerprint  # noqa: F401  (the checkpoint's identity, re-exported)
 from clipbench.registry import Registry
 
 CHECKPOINT_READERS: Registry[Callable[[Path], dict[str, torch.Tensor]]] = Registry("checkpoint format")
@@ -101,20 +101,6 @@ def regenerate_hint(path: Path) -> str:
     """How to rebuild a checkpoint that clipbench itself ships."""
     assets = Path(__file__).resolve().parent.parent / "assets"
     return TOY_CHECKPOINT_HINT if Path(path).resolve().parent == assets else ""
-
-
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """The content identity for cache keys: sha256 of the whole file, computed once per (path, size, mtime)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-        with open(path, "rb") as f:
-            _FINGERPRINTS[key] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
-    return _FINGERPRINTS[key]
 
 
 def describe(state: dict[str, torch.Tensor]) -> str:

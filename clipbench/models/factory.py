@@ -25,7 +25,7 @@ from torch.func import functional_call
 from clipbench.errors import ConfigError
 from clipbench.models.checkpoints import expand_compact, file_fingerprint, read_checkpoint, regenerate_hint
 from clipbench.models.finite import require_finite
-from clipbench.models.weights import no_weights
+from clipbench.models.weights import DEFAULT_SEED, no_weights
 from clipbench.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class LoadedModel:
     device: torch.device
     fingerprint: str
     geometry: VisionGeometry
+    source: str = "open_clip"
     _text_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -247,17 +248,22 @@ def build_structure(source: str, arch: str) -> torch.nn.Module:
     return open_clip.create_model(arch, pretrained=None, device=torch.get_default_device())
 
 
-def weights_fingerprint(arch: str, pretrained, source: str = "open_clip") -> str:
+def weights_fingerprint(arch: str, pretrained, source: str = "open_clip", seed: int | None = None,
+                        cache_dir: str | None = None) -> str:
     """What a result row records of the weights, known before they load (resume compares it): the content
     hash of a checkpoint file or of a ``save_pretrained`` folder (its config.json too), ``tag:<name>`` for
-    an open_clip tag, and "" for random init or a hub id."""
+    an open_clip tag, ``random:<arch>@<architecture digest>:seed=<seed>`` for random init (the seed draws the
+    weights, so reruns match), ``hf:<hub id>@<commit>`` for a hub id in the local cache, else ""."""
     if source == "hf":
-        from clipbench.models.hf import folder_fingerprint
+        from clipbench.models.hf import folder_fingerprint, hub_revision
 
         folder = Path(arch).expanduser()
-        return folder_fingerprint(folder) if folder.is_dir() else ""
+        if folder.is_dir():
+            return folder_fingerprint(folder)
+        revision = hub_revision(arch, cache_dir)
+        return f"hf:{arch}@{revision}" if revision else ""
     if no_weights(pretrained):
-        return ""
+        return f"random:{arch}@{arch_digest(arch)}:seed={seed}"
     path = Path(str(pretrained)).expanduser()
     return file_fingerprint(path) if path.is_file() else f"tag:{pretrained}"
 
@@ -319,16 +325,19 @@ def load_model(
     cache_dir: str | None = None,
     reuse: bool = True,
     source: str = "open_clip",
+    seed: int | None = None,
 ) -> LoadedModel:
     """Build ``arch`` with weights from ``pretrained`` (tag, local file or None), ready for inference.
 
     ``source``: ``open_clip`` (an open_clip architecture name) or ``hf`` (a transformers CLIP hub id or
     local ``save_pretrained`` folder, clipbench/models/hf.py). Within one process the same (source, arch,
     pretrained, precision, device) is built once and reused, so sweeps over method parameters do not
-    reload weights; an edited model JSON or a replaced checkpoint is loaded anew.
+    reload weights; an edited model JSON or a replaced checkpoint is loaded anew. ``seed``: the seed random-init
+    weights are drawn with (the caller seeds torch; None: a run's default), so two seeds are two models.
     """
     device = torch.device(device)
-    content = (arch_digest(arch) if source == "open_clip" else "", weights_fingerprint(arch, pretrained, source))
+    seed = DEFAULT_SEED if seed is None else seed
+    content = (arch_digest(arch) if source == "open_clip" else "", weights_fingerprint(arch, pretrained, source, seed, cache_dir))
     key = (source, arch, str(pretrained), *content, precision, str(device))
     if reuse and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
@@ -410,7 +419,7 @@ def _load_hf(arch: str, pretrained, precision: str, device: torch.device, cache_
     model, preprocess, tokenizer, fingerprint = load_hf(arch, pretrained, cache_dir)
     model = model.to(device).eval()
     return LoadedModel(model, preprocess, tokenizer, arch, None, precision, device, f"{arch}|{fingerprint}",
-                       vision_geometry(model))
+                       vision_geometry(model), source="hf")
 
 
 LOADERS: dict[str, Callable[..., LoadedModel]] = {"open_clip": _load_open_clip, "hf": _load_hf}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from clipbench.errors import DataError
+from clipbench.models.weights import model_label
 
 
 def require_finite(values: torch.Tensor, what: str, loaded, sample_overflow: bool = False) -> torch.Tensor:
@@ -19,9 +20,9 @@ def require_finite(values: torch.Tensor, what: str, loaded, sample_overflow: boo
     precision = getattr(loaded, "precision", "")
     if not bad and sample_overflow and precision == "fp32":
         return values
-    weights = getattr(loaded, "pretrained", None) or "random init"
-    raise DataError(f"non-finite values (NaN or inf) in the {what} of {getattr(loaded, 'arch', 'the model')} "
-                    f"({weights}): {_cause(bad, precision)}")
+    model = model_label(getattr(loaded, "arch", "the model"), getattr(loaded, "pretrained", None),
+                        getattr(loaded, "source", "open_clip"))
+    raise DataError(f"non-finite values (NaN or inf) in the {what} of {model}: {_cause(bad, precision)}")
 
 
 def _cause(bad: list[str], precision: str) -> str:

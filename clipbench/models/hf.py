@@ -113,6 +113,18 @@ def load_hf(arch: str, pretrained, cache_dir: str | None = None):
     return wrapped, HFPreprocess(processor.image_processor), HFTokenizer(processor.tokenizer, context), fingerprint
 
 
+def hub_revision(arch: str, cache_dir: str | None = None) -> str:
+    """The commit of hub id ``arch`` that the local Hugging Face cache holds (what loads offline), "" when not
+    cached: known before loading, with no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(arch, "config.json", cache_dir=cache_dir)
+    except ValueError:  # not a hub id
+        return ""
+    return Path(found).parent.name if isinstance(found, str) else ""
+
+
 def folder_fingerprint(folder: Path) -> str:
     """The content hash of a ``save_pretrained`` folder: its config.json and weight files."""
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))

@@ -20,7 +20,7 @@ import pandas as pd
 from clipbench.errors import ClipbenchError, DataError
 from clipbench.report.reported import UNIT_TO_FRACTION, load_reported
 from clipbench.report.significance import ALPHA, find_outcomes, paired_tests
-from clipbench.report.tables import format_value, format_with_interval, model_label, to_latex, to_markdown
+from clipbench.report.tables import format_value, format_with_interval, model_labels, to_latex, to_markdown
 from clipbench.results.csv_store import parse_numeric, read_results
 from clipbench.results.settings import differing_settings
 from clipbench.results.table import COUNT_METRICS, method_labels
@@ -53,7 +53,7 @@ def load_results(path: Path) -> pd.DataFrame:
         frame[col] = frame[col].astype(object).fillna("").astype(str) if col in frame else ""
     frame["experiment"] = frame["experiment"].replace("", "adhoc")
     frame["method_label"] = method_labels(frame)
-    frame["model"] = [model_label(a, p) for a, p in zip(frame["model_arch"], frame["model_pretrained"])]
+    frame["model"] = model_labels(frame)
     # the latest run of each configuration and metric, within each experiment (a config run under two
     # experiment names belongs to both)
     return frame.sort_values("timestamp").drop_duplicates(["experiment", "config_hash", "metric"], keep="last")
@@ -138,6 +138,26 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=empty)
 
 
+PROVENANCE = {"env": "environments", "data_fingerprint": "data fingerprints"}  # CSV column -> what it tells apart
+
+
+def warn_mixed_provenance(experiment: str, rows: pd.DataFrame) -> None:
+    """One line on stderr per column of PROVENANCE whose values differ within a compared task/dataset/split
+    (empty cells, rows from before the column, say nothing)."""
+    for column, what in PROVENANCE.items():
+        if column not in rows:
+            continue
+        known = rows[rows[column].fillna("").astype(str) != ""]
+        mixed = known.groupby(["task", "dataset", "split"])[column].unique()
+        mixed = mixed[mixed.map(len) > 1]
+        if not mixed.empty:
+            values = sorted({v for vs in mixed for v in vs})
+            where = ", ".join("/".join(str(k) for k in key if k) for key in mixed.index)
+            print(f"warning: experiment {experiment!r} compares rows from {len(values)} {what} "
+                  f"({', '.join(values[:4])}{', ...' if len(values) > 4 else ''}) on {where}; "
+                  f"see {column} in each run's metrics.json", file=sys.stderr)
+
+
 def paper_layout(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per task: model and method (with the settings that vary) as rows, dataset/split/metric as columns."""
     wide = table.assign(
@@ -186,6 +206,7 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
         folder = experiment_folder(str(experiment), folders)
         exp_dir = out_dir / folder
         exp_dir.mkdir(parents=True, exist_ok=True)
+        warn_mixed_provenance(str(experiment), part)
         tested = paired_tests(part[~part["metric"].isin(NOT_HEADLINE)], outcomes)
         table = compare(tested, reported)
         shown, layout = readable(table), paper_layout(table)

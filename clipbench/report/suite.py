@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench.report.reported import UNIT_TO_FRACTION
-from clipbench.report.tables import to_latex, to_markdown
+from clipbench.report.tables import model_labels, to_latex, to_markdown
 
 SUITE_METRICS = {"zeroshot": "top1", "retrieval": "image_retrieval_recall@1"}
 MULTILABEL_METRIC = "mean_average_precision"
@@ -47,7 +47,7 @@ def with_reported(rows: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
 
 def variants_table(merged: pd.DataFrame) -> pd.DataFrame:
     """Models as rows, datasets as columns (reproduced x100, reported in brackets), and the averages."""
-    merged = merged.assign(model=merged["model_arch"] + " " + merged["model_pretrained"].replace("", "(no tag)"))
+    merged = merged.assign(model=model_labels(merged))
     merged = merged.assign(method=merged["method"] + merged["method_params"].fillna("").map(_method_suffix))
     repro = merged.pivot_table(index=["model", "method"], columns="benchmark", values="value", aggfunc="last") * 100
     rep = merged.pivot_table(index=["model", "method"], columns="benchmark", values="reported", aggfunc="last") * 100
@@ -85,7 +85,7 @@ def reproduced_vs_reported_plot(merged: pd.DataFrame, path: Path) -> Path | None
     if pairs.empty:
         return None
     fig, ax = plt.subplots(figsize=(5, 5))
-    for model, part in pairs.groupby(pairs["model_arch"] + " " + pairs["model_pretrained"]):
+    for model, part in pairs.groupby(model_labels(pairs)):
         ax.scatter(part["reported"] * 100, part["value"] * 100, label=model, s=18)
     ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("reported by open_clip (x100)")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 
-from clipbench.models.weights import no_weights
+from clipbench.models.weights import model_label
 from clipbench.results.table import UNDEFINED
 
 FRACTION_METRIC = re.compile(r"^(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
@@ -37,14 +36,11 @@ def format_with_interval(metric: str, value: float, low: float, high: float) -> 
     return text
 
 
-def model_label(arch: str, pretrained: str) -> str:
-    """``ViT-B-16 openai``; a checkpoint by its file name; ``(random init)`` without weights."""
-    pretrained = "" if pd.isna(pretrained) else str(pretrained)
-    if no_weights(pretrained):
-        return f"{arch} (random init)"
-    if re.search(r"[/\\]", pretrained) or Path(pretrained).suffix in (".pt", ".bin", ".safetensors", ".pth"):
-        return f"{arch} {Path(pretrained).name}"
-    return f"{arch} {pretrained}"
+def model_labels(frame: pd.DataFrame) -> pd.Series:
+    """``model_label`` of every results row (rows from before ``model_source`` are open_clip)."""
+    sources = frame["model_source"].fillna("") if "model_source" in frame else [""] * len(frame)
+    labels = [model_label(a, p, s or "open_clip") for a, p, s in zip(frame["model_arch"], frame["model_pretrained"], sources)]
+    return pd.Series(labels, index=frame.index, dtype=object)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

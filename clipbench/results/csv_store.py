@@ -24,6 +24,7 @@ LEGACY_COLUMNS = [  # the first header
 ADDED_COLUMNS = [
     ["task_params", "dataset_params", "ci_low", "ci_high"],
     ["weights_fingerprint", "model_precision", "ci_level", "ci_resamples"],
+    ["model_source", "env", "data_fingerprint"],  # env: the key of metrics.json's environment record
 ]
 OLDER_HEADERS = [LEGACY_COLUMNS + sum(ADDED_COLUMNS[:i], []) for i in range(len(ADDED_COLUMNS))]
 RESULT_COLUMNS = LEGACY_COLUMNS + sum(ADDED_COLUMNS, [])
