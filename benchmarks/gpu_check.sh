@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" >/dev/null; then
+WHEELS=${GPU_CHECK_WHEELS:-.whl}  # the folder fetch_gpu_wheels.sh fills
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
   SITE=$(mktemp -d /tmp/site.XXXXXX)
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
   export PYTHONPATH="$SITE:$PWD"
 else
   export PYTHONPATH="$PWD"  # no wheels: the interpreter has the packages already (e.g. the project's .venv)

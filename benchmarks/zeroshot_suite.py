@@ -42,6 +42,25 @@ def fixed_clip_benchmark_accuracy():
     zeroshot_classification.accuracy = accuracy
 
 
+CAPTION_METRICS = {"tokenizer.ptbtokenizer": "PTBTokenizer", "bleu.bleu": "Bleu", "meteor.meteor": "Meteor",
+                   "rouge.rouge": "Rouge", "cider.cider": "Cider", "spice.spice": "Spice"}
+
+
+def without_caption_metrics() -> None:
+    """``clip_benchmark eval`` imports pycocoevalcap on start-up (clip_benchmark/metrics/captioning.py), a 104 MB
+    wheel used only by its captioning task; where it is not installed, empty stand-ins let the rest run."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pycocoevalcap") is not None:
+        return
+    for path, name in CAPTION_METRICS.items():
+        parts = f"pycocoevalcap.{path}".split(".")
+        for i in range(1, len(parts) + 1):
+            sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+        setattr(sys.modules[f"pycocoevalcap.{path}"], name, None)
+
+
 def names(args) -> list[str]:
     return [f"wds/suite_{i}" for i in range(args.datasets)]
 
@@ -68,6 +87,7 @@ def run_clipbench(args, device: torch.device) -> dict:
 
 
 def run_clip_benchmark(args, device: torch.device) -> dict:
+    without_caption_metrics()
     from clip_benchmark import cli
 
     fixed_clip_benchmark_accuracy()
