@@ -50,3 +50,16 @@ def test_cpu_run_prints_one_table_with_every_step(cpu_check):
     for family in falip_rec.FAMILIES:
         paths = {r["case"] for r in rows if r["step"] == f"falip_rec {family}" and float(r["items/s fp32"]) > 0}
         assert {"falip fast", "falip per-box", "plain forward", "falip forward"} <= paths, family
+
+
+def test_a_checkout_on_pythonpath_finds_its_configs_and_experiments(monkeypatch):
+    """On the GPU machine clipbench is not installed: ``clipbench.conf`` does not exist as a package there."""
+    import importlib.util
+
+    from clipbench import paths
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("clipbench.conf", "clipbench.experiments") else find_spec(name, *a))
+    assert (paths._package_folder("clipbench.conf", "conf") / "config.yaml").is_file()
+    assert (paths.experiments_dir() / "toy_default.yaml").is_file()
