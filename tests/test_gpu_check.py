@@ -46,6 +46,7 @@ def test_cpu_run_prints_one_table_with_every_step(cpu_check):
     assert set(suite) == {"clipbench", "clipbench (classifier cached by an earlier job)", "clip_benchmark eval",
                           "bare encode_image on pre-decoded tensors"}
     assert suite["clipbench"]["fp32"] == suite["clip_benchmark eval"]["fp32"] != ""
+    assert suite["clipbench"]["metric"] == "top1"  # "top1 DIFFERENT" where clip_benchmark's metrics differ
     assert all(float(r["items/s fp32"]) > 0 and float(r["peak MB fp32"]) > 0 for r in suite.values())
     for family in falip_rec.FAMILIES:
         paths = {r["case"] for r in rows if r["step"] == f"falip_rec {family}" and float(r["items/s fp32"]) > 0}
