@@ -11,19 +11,25 @@ import os
 import sys
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 
-def _package_folder(name: str) -> Path:
+
+def _package_folder(name: str, checkout_folder: str) -> Path:
+    """The installed package ``name``, else the checkout's top folder when clipbench runs from a checkout that
+    is only on PYTHONPATH (benchmarks/gpu_check.sh on a machine without registry access)."""
     spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package {name} is not installed; reinstall clipbench")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    if (CHECKOUT / checkout_folder / "__init__.py").is_file():
+        return CHECKOUT / checkout_folder
+    raise FileNotFoundError(f"the package {name} is not installed; reinstall clipbench")
 
 
-CONF_DIR = _package_folder("clipbench.conf")
+CONF_DIR = _package_folder("clipbench.conf", "conf")
 
 
 def experiments_dir() -> Path:
-    return _package_folder("clipbench.experiments")
+    return _package_folder("clipbench.experiments", "experiments")
 
 
 def reported_dir() -> Path:
