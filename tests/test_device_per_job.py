@@ -1,0 +1,50 @@
+"""A parallel sweep on one node: one GPU per worker, workers that keep their model between jobs, per-job peak memory."""
+
+import re
+
+import pandas as pd
+from conftest import base_args, run_cli
+
+RAN_WITH = re.compile(r"#(\d+) ran with CUDA_VISIBLE_DEVICES=(\S+)")
+MODEL_LOADS = "model clipbench-test-vit, weights"
+
+
+def _parallel_sweep(tmp_path, cifar_root, seeds: str, *launcher: str):
+    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *launcher,
+                   *base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4", f"seed={seeds}"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def _views(output: str) -> dict[int, str]:
+    """Each job's CUDA_VISIBLE_DEVICES, as its worker saw it."""
+    return {int(job): visible for job, visible in RAN_WITH.findall(output)}
+
+
+def test_each_worker_gets_one_listed_gpu_and_keeps_its_model_between_jobs(tmp_path, cifar_root):
+    output = _parallel_sweep(tmp_path, cifar_root, "0,1,2,3", "hydra.launcher.devices=[3,5]")
+    views = _views(output)
+    assert sorted(views) == [0, 1, 2, 3] and sorted(views.values()) == ["3", "3", "5", "5"], output[-3000:]
+    assert output.count(MODEL_LOADS) == 2  # one load per worker, not per job
+    assert sorted(pd.read_csv(tmp_path / "results.csv").seed.unique()) == [0, 1, 2, 3]
+
+
+def test_without_a_list_the_workers_split_the_gpus_the_sweep_sees(tmp_path, cifar_root, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")
+    views = _views(_parallel_sweep(tmp_path, cifar_root, "0,1"))
+    assert sorted(views.values()) == ["GPU-a", "GPU-b"]
+
+
+def test_worker_environments_round_robin_and_split_the_cpu_threads(monkeypatch):
+    from hydra_plugins.clipbench_sweeper.process_launcher import worker_envs
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: nothing to assign
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert worker_envs(None, 2) == [{"OMP_NUM_THREADS": "4"}] * 2
+    envs = worker_envs([0, 1], 3)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["0", "1", "0"]
+    assert {env["OMP_NUM_THREADS"] for env in envs} == {"2"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
+    assert worker_envs([7], 2) == [{"CUDA_VISIBLE_DEVICES": "7"}] * 2
+
