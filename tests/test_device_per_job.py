@@ -3,6 +3,7 @@
 import re
 
 import pandas as pd
+import pytest
 from conftest import base_args, run_cli
 
 RAN_WITH = re.compile(r"#(\d+) ran with CUDA_VISIBLE_DEVICES=(\S+)")
@@ -48,3 +49,20 @@ def test_worker_environments_round_robin_and_split_the_cpu_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
     assert worker_envs([7], 2) == [{"CUDA_VISIBLE_DEVICES": "7"}] * 2
 
+
+def test_a_small_job_after_a_large_one_reports_its_own_peak():
+    import torch
+
+    from clipbench.runtime import peak_memory_mb, reset_peak_memory
+
+    cpu = torch.device("cpu")
+
+    def job(mib: int) -> float:
+        reset_peak_memory(cpu)  # as the runner does before each job
+        block = torch.ones(mib * 2**18)  # float32, every page touched
+        del block
+        return peak_memory_mb(cpu)
+
+    large, small = job(400), job(8)
+    assert large - small > 300, (large, small)
+    assert small == pytest.approx(job(8), abs=50)  # the same job measures the same again
