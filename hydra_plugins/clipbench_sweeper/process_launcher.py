@@ -13,6 +13,7 @@ the GPUs the sweep process sees: its ``CUDA_VISIBLE_DEVICES`` is set before it s
 worker sees that GPU alone and ``device=auto`` means it.
 """
 
+import atexit
 import logging
 import multiprocessing as mp
 import os
@@ -149,6 +150,8 @@ class ProcessLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self._idle: list[Worker] = []  # kept for the next launch of a sweeper that launches in batches (optuna)
+        atexit.register(self._end_idle)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -169,8 +172,7 @@ class ProcessLauncher(Launcher):
         self._overrides, self._first = job_overrides, initial_job_idx
         self._pending = list(range(len(job_overrides)))
         returns: list[JobReturn | None] = [None] * len(job_overrides)
-        workers = [self._start(env) for env in worker_envs(self.devices, count)]
-        busy = {worker.results: worker for worker in workers}
+        busy = {worker.results: worker for worker in self._workers(count)}
         while busy:
             for conn in wait(list(busy)):
                 worker = busy.pop(conn)
@@ -183,7 +185,16 @@ class ProcessLauncher(Launcher):
                         busy[worker.results] = worker
                 elif self._next_job(worker):
                     busy[worker.results] = worker
+                else:
+                    self._idle.append(worker)
         return returns
+
+    def _workers(self, count: int) -> list[Worker]:
+        """``count`` workers, each handed its first job: the previous launch's that are still alive, then new ones."""
+        self._idle = [worker for worker in self._idle if worker.proc.is_alive()]
+        reused, self._idle = self._idle[:count], self._idle[count:]
+        reused = [worker for worker in reused if self._next_job(worker)]
+        return reused + [self._start(env) for env in worker_envs(self.devices, count)[len(reused):]]
 
     def _start(self, env: dict[str, str]) -> Worker:
         """A worker spawned with ``env`` and handed the sweep's shared state and the next pending job.
@@ -204,9 +215,8 @@ class ProcessLauncher(Launcher):
         return Worker(proc, job_send, result_receive, env, sender, idx)
 
     def _next_job(self, worker: Worker) -> bool:
-        """Hand ``worker`` the next pending job, or end it when none is left; True when it got one."""
+        """Hand ``worker`` the next pending job; False when none is left."""
         if not self._pending:
-            self._stop(worker)
             return False
         worker.idx = self._pending.pop(0)
         _send(worker.jobs, self._job(worker.idx))
@@ -229,6 +239,11 @@ class ProcessLauncher(Launcher):
         if visible is not None:
             log.info(f"\t#{job} ran with CUDA_VISIBLE_DEVICES={visible}")
         return ret, None
+
+    def _end_idle(self) -> None:
+        for worker in self._idle:
+            self._stop(worker)
+        self._idle = []
 
     @staticmethod
     def _stop(worker: Worker) -> None:
