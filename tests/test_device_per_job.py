@@ -75,3 +75,19 @@ def test_a_search_that_launches_trial_by_trial_keeps_its_worker(tmp_path, cifar_
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a trial's config failed, as in a sequential search
     assert len(pd.read_csv(tmp_path / "results.csv").run_id.unique()) >= 2
     assert (proc.stdout + proc.stderr).count(MODEL_LOADS) == 1  # one worker, one model load, for every trial
+
+
+def test_a_listed_gpu_the_node_lacks_and_a_bad_worker_count_are_one_line_errors(tmp_path, monkeypatch):
+    import torch
+
+    from clipbench.errors import ConfigError
+    from hydra_plugins.clipbench_sweeper.process_launcher import worker_envs
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_envs([1, 0], 2)] == ["1", "0"]
+    with pytest.raises(ConfigError, match="GPU 3 is not on this node; its GPUs are 0..1"):
+        worker_envs([0, 3], 2)  # its worker would see no GPU and run on the CPU
+    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: hydra.launcher.n_jobs=0 is not allowed; use a positive count or -1 (one per CPU)"

@@ -3,7 +3,8 @@
 ``clipbench`` registers it under joblib's name (:func:`register_as_joblib`), keeping joblib's
 ``n_jobs`` key. ``n_jobs`` worker processes (joblib's meaning: -1 = one per CPU) live for the whole sweep
 and take its jobs one at a time, so the loaded model, built dataset and caches serve every job after a
-worker's first. A worker killed mid-job (out of memory, ``kill -9``) costs only that job: it is recorded
+worker's first (and the trials after the first of a search that launches them one batch at a time).
+A worker killed mid-job (out of memory, ``kill -9``) costs only that job: it is recorded
 in ``<sweep dir>/failures.csv`` and a new worker takes the remaining jobs; with joblib's shared pool the
 whole sweep would end. Workers end with their parent, so a killed sweep leaves no job running that could
 still append rows.
@@ -18,6 +19,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -72,12 +74,26 @@ def visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
+def listed_gpus(devices: Sequence[Any]) -> list[str]:
+    """``hydra.launcher.devices`` as ``CUDA_VISIBLE_DEVICES`` entries. On a node whose GPUs torch counts (and
+    no ``CUDA_VISIBLE_DEVICES`` renumbers them) an index beyond them is refused: its worker would see no
+    GPU and ``device=auto`` would quietly run on the CPU."""
+    from clipbench.errors import ConfigError
+
+    gpus = [str(device).strip() for device in devices]
+    present = 0 if "CUDA_VISIBLE_DEVICES" in os.environ else len(visible_gpus())
+    missing = [gpu for gpu in gpus if present and gpu.isdigit() and int(gpu) >= present]
+    if missing:
+        raise ConfigError("hydra.launcher.devices", f"GPU {', '.join(missing)} is not on this node; its GPUs are 0..{present - 1}")
+    return gpus
+
+
 def worker_envs(devices: Sequence[Any] | None, workers: int) -> list[dict[str, str]]:
     """Each worker's environment additions: one GPU, round robin over ``devices`` or the visible GPUs.
 
     CPU threads are split between the workers (unless ``OMP_NUM_THREADS`` is set): each torch would
     otherwise start one thread per core, and ``workers`` of them contend for the same cores."""
-    gpus = [str(device) for device in devices] if devices else visible_gpus()
+    gpus = listed_gpus(devices) if devices else visible_gpus()
     threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
     return [{**threads, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})} for i in range(workers)]
 
@@ -164,7 +180,7 @@ class ProcessLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        count = min(worker_count(self.n_jobs), len(job_overrides))
+        count, envs = self._settings(len(job_overrides))
         log.info(f"Launching {len(job_overrides)} jobs, {count} at a time, sweep output dir: {sweep_dir}")
         for idx, overrides in enumerate(job_overrides):
             log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
@@ -172,7 +188,7 @@ class ProcessLauncher(Launcher):
         self._overrides, self._first = job_overrides, initial_job_idx
         self._pending = list(range(len(job_overrides)))
         returns: list[JobReturn | None] = [None] * len(job_overrides)
-        busy = {worker.results: worker for worker in self._workers(count)}
+        busy = {worker.results: worker for worker in self._workers(envs)}
         while busy:
             for conn in wait(list(busy)):
                 worker = busy.pop(conn)
@@ -189,12 +205,26 @@ class ProcessLauncher(Launcher):
                     self._idle.append(worker)
         return returns
 
-    def _workers(self, count: int) -> list[Worker]:
-        """``count`` workers, each handed its first job: the previous launch's that are still alive, then new ones."""
-        self._idle = [worker for worker in self._idle if worker.proc.is_alive()]
+    def _settings(self, jobs: int) -> tuple[int, list[dict[str, str]]]:
+        """How many workers, and their environments; a bad ``n_jobs`` or ``devices`` ends the sweep in one line."""
+        from clipbench.errors import ClipbenchError
+
+        try:
+            count = min(worker_count(self.n_jobs), jobs)
+            return count, worker_envs(self.devices, count)
+        except (ValueError, ClipbenchError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def _workers(self, envs: list[dict[str, str]]) -> list[Worker]:
+        """One worker per environment, each handed its first job: the previous launch's still alive, then new ones."""
+        count = len(envs)
+        for worker in [worker for worker in self._idle if not worker.proc.is_alive()]:  # ended while idle
+            self._idle.remove(worker)
+            self._stop(worker)
         reused, self._idle = self._idle[:count], self._idle[count:]
         reused = [worker for worker in reused if self._next_job(worker)]
-        return reused + [self._start(env) for env in worker_envs(self.devices, count)[len(reused):]]
+        return reused + [self._start(env) for env in envs[len(reused):]]
 
     def _start(self, env: dict[str, str]) -> Worker:
         """A worker spawned with ``env`` and handed the sweep's shared state and the next pending job.
