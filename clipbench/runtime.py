@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,17 +59,33 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
+# On CPU a job's own peak is the kernel's resident high-water mark (VmHWM in /proc/self/status), which
+# writing "5" to /proc/self/clear_refs resets to the current resident size (Linux >= 4.0, `man 5 proc`).
+# getrusage's ru_maxrss is the process's peak since it started and cannot be reset, so a small job run
+# after a large one in the same process would report the large one's memory; it stays the fallback
+# where /proc is missing (macOS). Either way the peak includes what stays resident between jobs (the
+# loaded model, cached datasets), as the GPU figure includes the weights.
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA allocation on GPU, else the process's peak resident set size."""
+    """Peak CUDA allocation on GPU, else the peak resident set size, both since :func:`reset_peak_memory`."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    try:
+        line = next(line for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024  # kB
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        PROC_CLEAR_REFS.write_text("5")
 
 
 def synchronize(device: torch.device) -> None:
