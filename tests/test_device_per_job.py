@@ -10,9 +10,10 @@ RAN_WITH = re.compile(r"#(\d+) ran with CUDA_VISIBLE_DEVICES=(\S+)")
 MODEL_LOADS = "model clipbench-test-vit, weights"
 
 
-def _parallel_sweep(tmp_path, cifar_root, seeds: str, *launcher: str):
+def _parallel_sweep(tmp_path, cifar_root, limits: str, *launcher: str):
+    """Jobs that differ in ``limit`` only, so one loaded model (random init, one seed) serves them all."""
     proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *launcher,
-                   *base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", "limit=4", f"seed={seeds}"))
+                   *base_args(tmp_path, f"dataset.root={cifar_root}", "dataset.check_integrity=false", f"limit={limits}"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout + proc.stderr
 
@@ -23,16 +24,16 @@ def _views(output: str) -> dict[int, str]:
 
 
 def test_each_worker_gets_one_listed_gpu_and_keeps_its_model_between_jobs(tmp_path, cifar_root):
-    output = _parallel_sweep(tmp_path, cifar_root, "0,1,2,3", "hydra.launcher.devices=[3,5]")
+    output = _parallel_sweep(tmp_path, cifar_root, "4,5,6,7", "hydra.launcher.devices=[3,5]")
     views = _views(output)
     assert sorted(views) == [0, 1, 2, 3] and set(views.values()) == {"3", "5"}, output[-3000:]  # a free worker takes the next job
     assert output.count(MODEL_LOADS) == 2  # one load per worker, not per job
-    assert sorted(pd.read_csv(tmp_path / "results.csv").seed.unique()) == [0, 1, 2, 3]
+    assert sorted(pd.read_csv(tmp_path / "results.csv").n.unique()) == [4, 5, 6, 7]
 
 
 def test_without_a_list_the_workers_split_the_gpus_the_sweep_sees(tmp_path, cifar_root, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")
-    views = _views(_parallel_sweep(tmp_path, cifar_root, "0,1"))
+    views = _views(_parallel_sweep(tmp_path, cifar_root, "4,5"))
     assert sorted(views.values()) == ["GPU-a", "GPU-b"]
 
 
