@@ -1,6 +1,6 @@
 """The GPU check: one table of what clipbench measures on one device, ready to run on a fresh GPU machine.
 
-    bash benchmarks/gpu_check.sh          # on the GPU machine: CUDA, full size, within 8 minutes on one H100
+    bash benchmarks/gpu_check.sh          # on the GPU machine: CUDA, full size, sized for 8 minutes on one H100 (not yet timed on one)
     bash benchmarks/gpu_check.sh --cpu    # the same steps on CPU at a tiny size (what the tests run)
 
 Steps, each row with its items/s and peak memory (CUDA allocation on GPU, reset per job or path; on CPU the
@@ -34,7 +34,7 @@ import zeroshot_suite
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("fp32", "bf16", "fp16")
 CPU_PRECISIONS = ("fp32", "bf16")  # clipbench.runtime refuses fp16 autocast on CPU
-SIZES = {  # GPU: within 8 minutes on one H100; CPU: seconds, the same steps
+SIZES = {  # GPU: sized for 8 minutes on one H100 (an estimate until it runs on one); CPU: seconds, the same steps
     "cuda": {"toy_scale": 0.5, "suite": ["--datasets", "1", "--n", "10240", "--classes", "100", "--batch-size", "256",
                                           "--workers", "8"],
              "falip": ["--images", "3", "--boxes", "10", "--repeats", "3", "--threads", "4"]},
