@@ -108,11 +108,11 @@ def resolve_groups(cfg: DictConfig) -> DictConfig:
 def _with_toy_hint(exc: ConfigError, cfg: DictConfig) -> ConfigError:
     """A missing toy dataset means the toy world was not written (here): say how, not where to download."""
     toy = cfg.get("paths", {}).get("toy")
-    missing = "does not exist" in exc.message
-    if not toy or not missing or Path(toy).is_dir() or not str(cfg.dataset.get(exc.key.split(".")[-1], "")).startswith(str(toy)):
+    value = str(cfg.dataset.get(exc.key.split(".")[-1], ""))
+    if not toy or "does not exist" not in exc.message or Path(toy).is_dir() or not value.startswith(str(toy)):
         return exc
-    return ConfigError(exc.key, f"{cfg.dataset.get(exc.key.split('.')[-1])} does not exist: the toy world is not written "
-                       f"at {toy}; run clipbench-toy-world (or clipbench-toy-world --out DIR and pass paths.toy=DIR)")
+    return ConfigError(exc.key, f"{value} does not exist: the toy world is not written at {toy}; run "
+                       "clipbench-toy-world (or clipbench-toy-world --out DIR and pass paths.toy=DIR)")
 
 
 def validate(cfg: DictConfig) -> ValidatedConfig:
