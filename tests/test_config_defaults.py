@@ -93,3 +93,13 @@ def test_the_schema_tables_are_the_registries_configs():
     for registry, table in ((METHODS, METHOD_CONFIGS), (TASKS, TASK_CONFIGS)):
         assert registry.names() == sorted(table)
         assert all(registry.get(name).config is table[name] for name in table)
+
+
+@pytest.mark.parametrize("overrides,method", [
+    (["task=rec"], "falip"), (["task=rec", "method=clip"], "clip"), (["task=rec", "method=red_circle"], "red_circle"),
+    (["+toy=rec"], "falip"), (["task=zeroshot"], "clip"), ([], "clip"),
+])
+def test_a_tasks_default_method(overrides, method):
+    """INTERFACE.md: REC's default is FALIP, whether task=rec comes from the command line or a toy or experiment
+    config; every other task's is plain CLIP, and method= on the command line always wins."""
+    assert compose("config", overrides=overrides).method.name == method
