@@ -27,6 +27,7 @@ Command-line overrides apply to every job; sweeps on the command line (``seed=0,
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,11 @@ class JobListSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        batch = expand_jobs(self.jobs, self._parse_config() + list(arguments), parser, self.models)
+        try:
+            batch = expand_jobs(self.jobs, self._parse_config() + list(arguments), parser, self.models)
+        except ConfigError as exc:  # one line, before any job runs
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
