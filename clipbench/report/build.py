@@ -173,7 +173,8 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison as a reader wants it: labels, percent for fractions, intervals, marks."""
     out = pd.DataFrame({
         "task": table["task"], "dataset": table["dataset"], "split": table["split"], "model": table["model"],
-        "method": table["method_label"], "settings": _settings(table), "compared with": compared_with(table),
+        "method": table["method_label"], "settings": distinct_settings(table, _settings(table), table["dataset"] + table["split"].astype(str) + table["metric"]),
+        "compared with": compared_with(table),
         "metric": table["metric"], "n": table["n"],
         "reproduced [95% CI]": [format_with_interval(r.metric, r.reproduced, r.ci_low, r.ci_high) + _mark(r._asdict())
                                 for r in table.itertuples()],

@@ -224,7 +224,7 @@ def model_bars(frame: pd.DataFrame, out: Path) -> Path | None:
     tag = distinct_settings(rows, pd.Series("", index=rows.index), rows["dataset"] + rows["split"].astype(str))
     base = rows["is_baseline"].fillna(False).astype(bool) if "is_baseline" in rows else pd.Series(False, index=rows.index)
     rows = rows.assign(bar=rows["model"] + (" (" + tag + ")").where(tag != "", "") + np.where(base, "\n(baseline)", ""))
-    return _bar_panels(rows, keys + ["metric"], "bar", "per model (bars: 95% interval; *: significant vs the baseline bar)",
+    return _bar_panels(rows, keys + ["metric"], "bar", "per model (bars: 95% interval; *: significant vs baseline)",
                        out / "per_model.png")
 
 

@@ -74,7 +74,7 @@ def _explicit(rows: pd.DataFrame, baseline: str) -> dict:
         return _by(rows, setups, lambda g: _first(g, g["model"].astype(str) == baseline))
     if (rows["method_label"].astype(str) == baseline).any():
         return _by(rows, models, lambda g: _first(g, g["method_label"].astype(str) == baseline))
-    base = _first(rows, rows["run_id"].astype(str).str.startswith(baseline))
+    base = _first(rows, _run_matches(rows, baseline))
     return {i: base for i in rows.index} if base is not None else {}
 
 
@@ -90,7 +90,13 @@ def _default(rows: pd.DataFrame) -> dict:
 def matches_baseline(frame: pd.DataFrame, baseline: str) -> bool:
     """Whether ``baseline`` names a model label, a method or (the start of) a run id of ``frame``."""
     return bool((frame["model"].astype(str) == baseline).any() or (frame["method_label"].astype(str) == baseline).any()
-                or frame["run_id"].astype(str).str.startswith(baseline).any())
+                or _run_matches(frame, baseline).any())
+
+
+def _run_matches(frame: pd.DataFrame, baseline: str) -> pd.Series:
+    """Rows whose run id is ``baseline`` or starts with it (at least 6 characters of it)."""
+    run_ids = frame["run_id"].astype(str)
+    return (run_ids == baseline) | (run_ids.str.startswith(baseline) & (len(baseline) >= 6))
 
 
 def choose_baselines(frame: pd.DataFrame, baseline: str | None = None) -> pd.Series:
