@@ -156,3 +156,14 @@ def test_a_models_list_gives_each_model_its_own_settings():
     assert {"model.source=hf", "model.pretrained=null", "batch_size=8"} <= set(jobs[4])
     with pytest.raises(ConfigError, match="hydra.sweeper.models.*not tag"):
         model_job({"arch": "ViT-B-32", "tag": "openai"})
+
+
+def test_resuming_a_grid_under_another_experiment_name_still_runs_it(tmp_path):
+    from clipbench.results.csv_store import claim_config, release_claim
+
+    path = tmp_path / "results.csv"
+    append_rows(path, [_row(run_id="a", config_hash="h", experiment="grid_a", metric="top1", value=0.5)])
+    assert claim_config(path, "h", experiment="grid_a") == f"already has results in {path}"
+    assert claim_config(path, "h", experiment="grid_b") is None  # grid_b has no rows of its own yet
+    release_claim(path, "h", experiment="grid_b")
+    assert claim_config(path, "h", experiment="") is None  # nor has the ad-hoc group
