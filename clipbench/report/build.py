@@ -323,7 +323,8 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
         tests = int(table["p_value"].notna().sum())
         index += [f"* {len(table)} result rows, {matched} with a reported counterpart, "
                   f"{tests} paired tests ({int(table['significant'].sum())} significant after Holm)"]
-        index += [f"* baseline: {chosen}" if chosen else "* baseline: the default (docs/model_comparisons.md)"]
+        if tested["is_baseline"].any():
+            index += [f"* baseline: {chosen or 'the default rule (docs/model_comparisons.md)'}"]
         index += [f"* {line}" for line in superseded(every_row[every_row["experiment"] == experiment])] + [""]
         wandb_parts[str(experiment)] = (table, layout, figures)
     index_path = out_dir / "README.md"

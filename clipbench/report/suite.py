@@ -59,11 +59,15 @@ def variants_table(merged: pd.DataFrame, scale: float = 100) -> pd.DataFrame:
     table = pd.DataFrame(index=repro.index)
     for col in repro.columns:
         table[col] = [_cell(a, rep.at[i, col] if col in rep.columns and i in rep.index else None) for i, a in zip(repro.index, repro[col])]
-    table["average"] = repro.mean(axis=1).round(2)
+    table["average"] = repro.mean(axis=1).map(_two_places)
     both = rep.reindex_like(repro).notna() & repro.notna()
-    table["average (reported datasets)"] = repro.where(both).mean(axis=1).round(2)
-    table["reported average"] = rep.reindex_like(repro).where(both).mean(axis=1).round(2)
+    table["average (reported datasets)"] = repro.where(both).mean(axis=1).map(_two_places)
+    table["reported average"] = rep.reindex_like(repro).where(both).mean(axis=1).map(_two_places)
     return table.reset_index()
+
+
+def _two_places(value: float) -> str:
+    return "" if value != value else f"{value:.2f}"
 
 
 def _method_suffix(params: str) -> str:
