@@ -219,7 +219,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source, v.run.seed, v.model.cache_dir)
     experiment = v.run.experiment_name or v.run.experiment or experiment
     if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
-        busy = claim_config(v.run.results_csv, chash, weights)
+        busy = claim_config(v.run.results_csv, chash, weights, experiment or "")
         if busy:
             print(f"resume: config {chash} {busy}; skipping")
             return []
@@ -230,7 +230,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
         write(v, rows, payload, result, run_dir, experiment)
     finally:
         if v.run.resume:
-            release_claim(v.run.results_csv, chash)
+            release_claim(v.run.results_csv, chash, experiment or "")
     return rows
 
 

@@ -22,7 +22,7 @@ def _jobs(name: str) -> list[list[str]]:
     sweeper = _compose([f"experiment={name}"]).hydra.sweeper
     if "jobs" in sweeper:
         params = [f"{key}={values}" for key, values in (sweeper.get("params") or {}).items()]
-        return [[f"experiment={name}", *job] for job in expand_jobs(sweeper.jobs, params)]
+        return [[f"experiment={name}", *job] for job in expand_jobs(sweeper.jobs, params, models=sweeper.get("models"))]
     parser = OverridesParser.create()
     jobs = []
     for key, values in (sweeper.get("params") or {}).items():

@@ -99,6 +99,7 @@ class RunConfig:
     progress: bool = True
     experiment: str | None = None
     experiment_name: str | None = None  # names an ad-hoc run's group (CSV `experiment` column, report, W&B)
+    baseline: str | None = None  # the row clipbench-report tests the others against (docs/model_comparisons.md)
     optimized_metric: str | None = None  # returned to a hyper-parameter sweeper (hparams_search=...)
     ci: CIConfig = field(default_factory=CIConfig)
 

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from clipbench.report.tables import is_fraction  # noqa: E402
+from clipbench.report.tables import distinct_settings, is_fraction  # noqa: E402
+from clipbench.results.table import in_natural_order  # noqa: E402
 
 HEADLINE = ("top1", "accuracy", "accuracy_mean", "kendall_tau_c", "kendall_tau_b", "image_retrieval_recall@5",
             "text_retrieval_recall@5")
@@ -90,7 +91,7 @@ def alpha_curves(frame: pd.DataFrame, out: Path) -> list[Path]:
     context = swept[["dataset", "split", "model", "method_label"]].join(params.drop(columns="alpha"))
     swept = swept.assign(setting=_varying_label(context, list(context.columns)))
     paths = []
-    metrics = sorted(swept["metric"].unique())
+    metrics = in_natural_order(swept["metric"])
     for metric in metrics:
         part_m = swept[swept["metric"] == metric]
         scale = _scale(metric)
@@ -128,6 +129,13 @@ def _single(v):
     return v if isinstance(v, (int, np.integer)) else None
 
 
+def _baselines(part: pd.DataFrame) -> str:
+    """The model and method the tested rows of ``part`` were compared with (``baseline_label``)."""
+    labels = part.loc[part["p_value"].notna(), "baseline_label"] if "baseline_label" in part else pd.Series(dtype=object)
+    names = sorted({str(v) for v in labels if v})
+    return " / ".join(names) if names else "baseline"
+
+
 def layer_head_heatmap(frame: pd.DataFrame, out: Path) -> list[Path]:
     """Per metric: the value with the mask on one (layer, head); cells not significantly different
     from the no-FALIP baseline (after Holm) are grey."""
@@ -139,7 +147,7 @@ def layer_head_heatmap(frame: pd.DataFrame, out: Path) -> list[Path]:
     if rows.empty or rows["layer"].nunique() * rows["head"].nunique() < 2:
         return []
     paths = []
-    metrics = sorted(rows["metric"].unique())
+    metrics = in_natural_order(rows["metric"])
     for metric in metrics:
         part = rows[rows["metric"] == metric]
         scale = _scale(metric)
@@ -161,7 +169,7 @@ def layer_head_heatmap(frame: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_yticks(range(grid.shape[0]), [str(int(i)) for i in grid.index])
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        grey = "grey: not significant vs no-FALIP (Holm, 5%)" if tested else "no baseline run: significance not tested"
+        grey = f"grey: not significant vs {_baselines(part)} (Holm, 5%)" if tested else "no baseline run: significance not tested"
         ax.set_title(f"{metric}, mask on one (layer, head)\n{grey}", fontsize=10)
         fig.colorbar(im, ax=ax, label=_axis_label(metric))
         name = "layer_head_heatmap.png" if len(metrics) == 1 else f"layer_head_heatmap_{_slug(metric)}.png"
@@ -213,7 +221,10 @@ def model_bars(frame: pd.DataFrame, out: Path) -> Path | None:
         return None
     keys = ["task", "dataset", "split", "method_label"]
     rows = _one_headline_per_panel(rows, keys)
-    return _bar_panels(rows, keys + ["metric"], "model", "per model (bars: 95% interval; *: significant vs baseline)",
+    tag = distinct_settings(rows, pd.Series("", index=rows.index), rows["dataset"] + rows["split"].astype(str))
+    base = rows["is_baseline"].fillna(False).astype(bool) if "is_baseline" in rows else pd.Series(False, index=rows.index)
+    rows = rows.assign(bar=rows["model"] + (" (" + tag + ")").where(tag != "", "") + np.where(base, "\n(baseline)", ""))
+    return _bar_panels(rows, keys + ["metric"], "bar", "per model (bars: 95% interval; *: significant vs baseline)",
                        out / "per_model.png")
 
 

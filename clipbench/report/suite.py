@@ -1,5 +1,6 @@
-"""Model-variant tables for the clip_benchmark suite: one row per (arch, pretrained tag), one column per
-dataset, an average column, and reproduced beside open_clip's reported number."""
+"""Model-variant tables: for the clip_benchmark suite one row per (arch, pretrained tag), one column per
+dataset, an average column, and reproduced beside open_clip's reported number; for any other experiment
+with several models the same table of its headline metric (``write_model_comparison``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench.report.reported import UNIT_TO_FRACTION
-from clipbench.report.tables import model_labels, to_latex, to_markdown
+from clipbench.report.tables import distinct_settings, is_fraction, model_labels, to_latex, to_markdown
+from clipbench.results.settings import differing_settings
+from clipbench.results.table import COUNT_METRICS, in_natural_order
 
 SUITE_METRICS = {"zeroshot": "top1", "retrieval": "image_retrieval_recall@1"}
 MULTILABEL_METRIC = "mean_average_precision"
@@ -45,20 +48,26 @@ def with_reported(rows: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     return rows.merge(rep[keys + ["reported"]], on=keys, how="left")
 
 
-def variants_table(merged: pd.DataFrame) -> pd.DataFrame:
+def variants_table(merged: pd.DataFrame, scale: float = 100) -> pd.DataFrame:
     """Models as rows, datasets as columns (reproduced x100, reported in brackets), and the averages."""
     merged = merged.assign(model=model_labels(merged))
-    merged = merged.assign(method=merged["method"] + merged["method_params"].fillna("").map(_method_suffix))
-    repro = merged.pivot_table(index=["model", "method"], columns="benchmark", values="value", aggfunc="last") * 100
-    rep = merged.pivot_table(index=["model", "method"], columns="benchmark", values="reported", aggfunc="last") * 100
+    if "method_label" not in merged:  # a catalogue run's method, with its region when not the full image
+        merged = merged.assign(method_label=merged["method"] + merged["method_params"].fillna("").map(_method_suffix))
+    merged = merged.assign(method=merged["method_label"])
+    repro = merged.pivot_table(index=["model", "method"], columns="benchmark", values="value", aggfunc="last") * scale
+    rep = merged.pivot_table(index=["model", "method"], columns="benchmark", values="reported", aggfunc="last") * scale
     table = pd.DataFrame(index=repro.index)
     for col in repro.columns:
         table[col] = [_cell(a, rep.at[i, col] if col in rep.columns and i in rep.index else None) for i, a in zip(repro.index, repro[col])]
-    table["average"] = repro.mean(axis=1).round(2)
+    table["average"] = repro.mean(axis=1).map(_two_places)
     both = rep.reindex_like(repro).notna() & repro.notna()
-    table["average (reported datasets)"] = repro.where(both).mean(axis=1).round(2)
-    table["reported average"] = rep.reindex_like(repro).where(both).mean(axis=1).round(2)
+    table["average (reported datasets)"] = repro.where(both).mean(axis=1).map(_two_places)
+    table["reported average"] = rep.reindex_like(repro).where(both).mean(axis=1).map(_two_places)
     return table.reset_index()
+
+
+def _two_places(value: float) -> str:
+    return "" if value != value else f"{value:.2f}"
 
 
 def _method_suffix(params: str) -> str:
@@ -116,3 +125,32 @@ def write_suite_report(results: pd.DataFrame, reported: pd.DataFrame, out_dir: P
     if plot is not None:
         lines.append(f"* ![reproduced vs reported]({folder}/{plot.name})")
     return lines
+
+
+def write_model_comparison(tested: pd.DataFrame, out_dir: Path, experiment: str, folder: str) -> list[str]:
+    """For an experiment with several models: ``variants.md``/``.tex``, per task its headline metric (the first in
+    natural order) with models as rows, datasets as columns and their average; [] for one model."""
+    rows = tested[~tested["metric"].isin(COUNT_METRICS)]
+    if rows["model"].nunique() < 2:
+        return []
+    sections, latex = [], []
+    for task, part in rows.groupby("task", sort=True):
+        metric = in_natural_order(part["metric"])[0]
+        part = part[part["metric"] == metric]
+        split = part["split"].astype(str)
+        benchmark = part["dataset"] + (" " + split if split.nunique() > 1 else "")
+        settings = differing_settings(part.assign(dataset_params=""), "method_label")
+        label = (part["method_label"] + (" (" + settings + ")").where(settings != "", ""))
+        tag = distinct_settings(part, pd.Series("", index=part.index), pd.Series(benchmark, index=part.index))
+        method = label + (" (" + tag + ")").where(tag != "", "")
+        part = part.assign(benchmark=benchmark, method_label=method, reported=float("nan"))
+        scale = 100 if is_fraction(metric) else 1
+        table = variants_table(part, scale).drop(columns=["average (reported datasets)", "reported average"])
+        baselines = part.loc[part["is_baseline"].astype(bool), "model"].unique() if "is_baseline" in part else []
+        unit = " (x100)" if scale == 100 else ""
+        note = f"{metric}{unit}; baseline of the paired tests: {', '.join(baselines) or 'none'}."
+        sections.append(f"## {task}\n\n{note}\n\n" + to_markdown(table))
+        latex.append(to_latex(table, f"{experiment}: {task}, {metric}{unit}"))
+    (out_dir / "variants.md").write_text(f"# {experiment}: models x datasets\n\n" + "\n".join(sections))
+    (out_dir / "variants.tex").write_text("\n".join(latex))
+    return [f"* [models x datasets]({folder}/variants.md) ([LaTeX]({folder}/variants.tex))"]

@@ -43,6 +43,15 @@ def model_labels(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=frame.index, dtype=object)
 
 
+def distinct_settings(table: pd.DataFrame, settings: pd.Series, column: pd.Series) -> pd.Series:
+    """``settings``, plus ``config <hash>`` where rows of different configurations (another seed or limit, two
+    checkpoints of one file name) would otherwise share a row and cell of the layout: both are shown."""
+    keys = table[["task", "model", "method_label"]].assign(settings=settings, column=column)
+    shared = keys.assign(config=table["config_hash"]).groupby(list(keys.columns))["config"].transform("nunique") > 1
+    tag = "config " + table["config_hash"].astype(str).str[:8]
+    return settings.where(~shared, (settings + ", " + tag).str.strip(", "))
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True) + "\n"
 

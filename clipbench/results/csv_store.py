@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import sys
@@ -216,9 +217,10 @@ def parse_numeric(frame):
     return frame
 
 
-def has_results(path: str | os.PathLike, chash: str, weights: str | None = None) -> bool:
+def has_results(path: str | os.PathLike, chash: str, weights: str | None = None, experiment: str | None = None) -> bool:
     """Whether the results CSV holds any row of config ``chash`` (measured with the weights fingerprinted
-    ``weights`` when given: a checkpoint replaced at the same path is not done)."""
+    ``weights`` when given: a checkpoint replaced at the same path is not done; under ``experiment`` when given:
+    the same grid resumed under another experiment name still gets its own rows)."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return False
@@ -226,14 +228,18 @@ def has_results(path: str | os.PathLike, chash: str, weights: str | None = None)
     done = frame["config_hash"] == chash
     if weights is not None:  # a file from before the fingerprints were recorded has none
         done &= frame.get("weights_fingerprint", "") == weights
+    if experiment is not None:
+        done &= frame["experiment"] == experiment
     return bool(done.any())
 
 
-def _claim_file(path: Path, chash: str) -> Path:
-    return Path(str(path) + ".claims") / chash
+def _claim_file(path: Path, chash: str, experiment: str | None = None) -> Path:
+    name = f"{chash}-{hashlib.sha1(experiment.encode()).hexdigest()[:8]}" if experiment else chash
+    return Path(str(path) + ".claims") / name
 
 
-def claim_config(path: str | os.PathLike, chash: str, weights: str | None = None) -> str | None:
+def claim_config(path: str | os.PathLike, chash: str, weights: str | None = None,
+                 experiment: str | None = None) -> str | None:
     """For ``resume=true``: under the append lock, None when this process may run ``chash`` (a claim is
     recorded), else why not (it has rows with these ``weights``, see ``has_results``, or a live job on this
     host, or any job on another host, claimed it).
@@ -243,9 +249,9 @@ def claim_config(path: str | os.PathLike, chash: str, weights: str | None = None
     import socket
 
     path = Path(path)
-    host, claim = socket.gethostname(), _claim_file(path, chash)
+    host, claim = socket.gethostname(), _claim_file(path, chash, experiment)
     with FileLock(lock_path(path), timeout=120):
-        if has_results(path, chash, weights):
+        if has_results(path, chash, weights, experiment):
             return f"already has results in {path}"
         if claim.is_file():
             owner_host, _, owner_pid = claim.read_text().strip().partition(" ")
@@ -257,9 +263,9 @@ def claim_config(path: str | os.PathLike, chash: str, weights: str | None = None
     return None
 
 
-def release_claim(path: str | os.PathLike, chash: str) -> None:
+def release_claim(path: str | os.PathLike, chash: str, experiment: str | None = None) -> None:
     with contextlib.suppress(OSError):
-        _claim_file(Path(path), chash).unlink()
+        _claim_file(Path(path), chash, experiment).unlink()
 
 
 def _pid_alive(pid: int) -> bool:

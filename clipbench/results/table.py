@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 from tabulate import tabulate
@@ -84,6 +85,29 @@ def method_labels(frame):
 # Sample counts written as metric rows (value = the count): shown only when not 0, never as a headline score.
 COUNT_METRICS = ("skipped", "tied")
 
+_TOPK = re.compile(r"(?P<prefix>.*?)top(?P<k>\d+)")
+_PER_CLASS = re.compile(r"(?P<prefix>.*?)mean_per_class_recall")
+_RECALL_AT = re.compile(r"(?P<prefix>.*?)recall@(?P<k>\d+)")
+
+
+def metric_sort_key(metric: str) -> tuple:
+    """The natural order of metrics, used by every summary, table and plot: top1, top5, mean per-class recall
+    (each prefix, e.g. ``lp_``, after the plain ones); then recall@1, @5, @10 (``image_retrieval_`` before
+    ``text_retrieval_``); then the rest alphabetically; the counts (``skipped``, ``tied``) last."""
+    metric = str(metric)
+    if metric in COUNT_METRICS:
+        return (3, COUNT_METRICS.index(metric), "", 0)
+    for rank, (pattern, within) in enumerate(((_TOPK, 0), (_PER_CLASS, 1), (_RECALL_AT, 0))):
+        match = pattern.fullmatch(metric)
+        if match:
+            return (0 if rank < 2 else 1, match["prefix"], within, int(match.groupdict().get("k") or 0))
+    return (2, metric, 0, 0)
+
+
+def in_natural_order(metrics) -> list[str]:
+    """The distinct ``metrics`` sorted by ``metric_sort_key``."""
+    return sorted(dict.fromkeys(metrics), key=metric_sort_key)
+
 
 def sweep_summary(frame) -> str:
     """One compact row per run and one table per task: the metrics as columns (``value [ci_low, ci_high]``),
@@ -105,7 +129,7 @@ def sweep_summary(frame) -> str:
     for task, part in frame.groupby("task", sort=False):
         runs = part.drop_duplicates("run_id")
         settings = differing_settings(runs)
-        metrics = [m for m in dict.fromkeys(part["metric"]) if m not in COUNT_METRICS]
+        metrics = [m for m in in_natural_order(part["metric"]) if m not in COUNT_METRICS]
         counts = {c: part[part["metric"] == c].set_index("run_id")["value"].astype(float) for c in COUNT_METRICS}
         rows = []
         for run in runs.itertuples():
