@@ -193,7 +193,7 @@ def experiment_folder(experiment: str, taken: set[str]) -> str:
 
 
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None) -> Path:
-    from clipbench.report import plots, suite
+    from clipbench.report import plots, studies, suite
 
     results = load_results(results_csv)
     reported = load_reported()
@@ -217,6 +217,7 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
             f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
         (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
+        figures += studies.copy_study_plots([run_dirs[r] for r in part["run_id"].unique() if r in run_dirs], exp_dir)
         suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment), folder)
         index += [f"## {experiment}", "", f"* [paper layout]({folder}/table.md) ([LaTeX]({folder}/table.tex))",
                   f"* [reproduced vs reported]({folder}/comparison.md) ([LaTeX]({folder}/comparison.tex))"]
