@@ -15,7 +15,6 @@ is kept on disk, resumable and readable. ``clipbench`` registers it under optuna
 This module stays light (Hydra imports it when it scans for plugins); optuna is imported when a sweep starts.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
