@@ -84,8 +84,30 @@ def test_importance_finds_the_head_that_decides_the_value():
     assert max(scores, key=scores.get) == "+method.heads.b2.h1" and sum(scores.values()) == pytest.approx(1.0)
 
 
+def _sweeper(storage: str, n_trials: int = 3):
+    from hydra_plugins.clipbench_sweeper._study_impl import StudySweeperImpl
+
+    sweeper = StudySweeperImpl(sampler=None, direction="maximize", storage=storage, study_name="s", n_trials=n_trials,
+                               n_jobs=1, max_failure_rate=0.0, search_space=None, custom_search_space=None, params=None)
+    sweeper.config = OmegaConf.create({"hydra": {"sweeper": {"sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 5}}}})
+    return sweeper
+
+
+def test_a_study_resumes_only_with_the_settings_it_was_made_with(tmp_path, capsys):
+    from hydra_plugins.clipbench_sweeper._study_impl import prepare_storage
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    prepare_storage(storage)
+    _sweeper(storage)._resume(["model=a", "limit=8", "device=cpu"])
+    _sweeper(storage)._resume(["limit=8", "model=a", "device=cuda", "batch_size=4"])  # where it runs: the same study
+    with pytest.raises(SystemExit) as stop:
+        _sweeper(storage)._resume(["model=b", "limit=8"])
+    assert stop.value.code == 2
+    assert "made with other settings (model=a instead of model=b)" in capsys.readouterr().err
+
+
 def test_an_interrupted_study_resumes_with_the_trials_still_missing(tmp_path):
-    from hydra_plugins.clipbench_sweeper._study_impl import StudySweeperImpl, prepare_storage
+    from hydra_plugins.clipbench_sweeper._study_impl import prepare_storage
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     prepare_storage(storage)
@@ -96,10 +118,8 @@ def test_an_interrupted_study_resumes_with_the_trials_still_missing(tmp_path):
         trial.suggest_float("x", 0, 1)
         study.tell(trial, value)
     study.ask()  # left running by a killed sweep
-    sweeper = StudySweeperImpl(sampler=None, direction="maximize", storage=storage, study_name="s", n_trials=3, n_jobs=1,
-                               max_failure_rate=0.0, search_space=None, custom_search_space=None, params=None)
-    sweeper.config = OmegaConf.create({"hydra": {"sweeper": {"sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 5}}}})
-    sweeper._resume()
+    sweeper = _sweeper(storage)
+    sweeper._resume([])
     assert (sweeper.n_trials, sweeper.job_idx) == (1, 3)
     reseeded = optuna.samplers.RandomSampler(seed=5 + 3)  # seed 5 would draw the first trials' settings again
     assert (sweeper.sampler._rng.get_state()[1] == reseeded._rng.get_state()[1]).all()

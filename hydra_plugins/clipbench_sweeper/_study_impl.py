@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 log = logging.getLogger(__name__)
 DEFAULT_STUDY = "clipbench"
 STORAGE_FILE = "optuna.db"
+# overrides that change where or how fast a trial runs, not what it measures: a study resumes across them
+RUN_CONTROL = ("device", "batch_size", "num_workers", "progress", "cache_dir", "results_csv", "resume", "logger",
+               "save_predictions")
 JOB_LINE = re.compile(r"^\t#\d+ : ")  # a launcher's per-job override list (the trial line replaces it)
 
 
@@ -63,6 +67,14 @@ def prepare_storage(url: str) -> None:
         engine.dispose()
 
 
+SETTINGS_ATTR = "clipbench_settings"
+
+
+def measured_settings(arguments: list[str]) -> list[str]:
+    """The command's overrides that change what a trial measures (not ``RUN_CONTROL``), sorted."""
+    return sorted(a for a in arguments if re.split(r"[.=/@]", a.lstrip("+~"), maxsplit=1)[0] not in RUN_CONTROL)
+
+
 class _DropJobLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (JOB_LINE.match(str(record.msg)) or str(record.msg).startswith("Best parameters:"))
@@ -102,7 +114,7 @@ class StudySweeperImpl(OptunaSweeperImpl):
         self.study_name = self.study_name or DEFAULT_STUDY
         if isinstance(self.storage, str):
             prepare_storage(self.storage)
-        self._resume()
+        self._resume(arguments)
         quiet = _DropJobLines()
         loggers = [logging.getLogger(type(self.launcher.launcher).__module__), logging.getLogger(OptunaSweeperImpl.__module__)]
         for logger in loggers:  # a logger's own filters see its records (Hydra re-creates the handlers per job)
@@ -114,15 +126,26 @@ class StudySweeperImpl(OptunaSweeperImpl):
                 logger.removeFilter(quiet)
         self._finish(sweep_dir)
 
-    def _resume(self) -> None:
-        """Load an earlier study of this name: mark its interrupted trials failed, continue its numbering and
-        run only the trials missing to ``n_trials`` completed ones."""
+    def _resume(self, arguments: list[str]) -> None:
+        """Load an earlier study of this name made with the same settings (else stop with one line): mark its
+        interrupted trials failed, continue its numbering and run only the trials missing to ``n_trials``
+        completed ones. A new study records its settings."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        settings = measured_settings(arguments)
         try:
             study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         except KeyError:  # no such study yet
+            study = optuna.create_study(study_name=self.study_name, storage=self.storage, directions=self._get_directions())
+            study.set_user_attr(SETTINGS_ATTR, settings)
             log.info(f"study {self.study_name!r} stored in {self.storage}")
             return
+        earlier = study.user_attrs.get(SETTINGS_ATTR)
+        if earlier is not None and earlier != settings:
+            print(f"error: study {self.study_name!r} in {self.storage} was made with other settings "
+                  f"({' '.join(sorted(set(earlier) - set(settings))) or 'none'} instead of "
+                  f"{' '.join(sorted(set(settings) - set(earlier))) or 'none'}); run it with those to resume it, or start "
+                  "another study with hydra.sweep.dir=<new dir> or hydra.sweeper.study_name=<new name>", file=sys.stderr)
+            sys.exit(2)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         trials = study.get_trials(deepcopy=False)

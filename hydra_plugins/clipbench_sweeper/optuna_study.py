@@ -5,7 +5,8 @@ is kept on disk, resumable and readable. ``clipbench`` registers it under optuna
   ``hydra.sweeper.study_name`` to ``clipbench``.
 * **Resumable:** re-running the same command loads the study and runs only the trials still missing to
   ``n_trials`` completed ones (raise ``n_trials`` to extend it); a trial left running by an interrupted sweep
-  is marked failed, and new trials continue the job numbering, so no run directory is overwritten.
+  is marked failed, and new trials continue the job numbering, so no run directory is overwritten. A study
+  made with other overrides (beyond where and how fast trials run) stops the sweep with one line.
 * **Readable:** one line per trial (``trial 3: accuracy=0.812 | alpha=0.571, rows=cls, layers=[1,2,3],
   heads=<12 values 0.0047..0.99, mean 0.52, #3fa2c1>``, shown as clipbench/results/settings.py describes)
   in place of the launcher's full override list, and the best trial the same way at the end.
