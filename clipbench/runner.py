@@ -37,7 +37,7 @@ from clipbench.results.csv_store import (
     release_claim,
 )
 from clipbench.results.run_files import write_config, write_metrics, write_predictions
-from clipbench.results.table import SUMMARY_COLUMNS, format_table, with_intervals
+from clipbench.results.table import SUMMARY_COLUMNS, format_table, method_config_name, with_intervals
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -265,7 +265,7 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
         limit=v.run.limit, save_predictions=v.run.save_predictions, cache_dir=v.run.cache_dir,
-        progress=v.run.progress,
+        progress=v.run.progress, examples=v.logger.wandb.examples if "wandb" in v.logger.backends else 0,
     )
     return Built(device, dataset, model, method, ctx)
 
@@ -406,15 +406,18 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
     if "wandb" in v.logger.backends:
         import pandas as pd
 
-        name = f"{v.task.name}-{v.dataset.name}-{v.method.name}-{run_id}"
+        from clipbench.results.wandb_logger import metric_summary, run_tags
+
         tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
         if result.predictions:
             tables["predictions"] = pd.DataFrame(result.predictions)
+        if result.examples:  # REC: the first sentences with their expression and image (logger.wandb.examples)
+            tables["predictions"] = result.examples
         record = ("config_hash", "weights_fingerprint", "data_fingerprint", "env_key", "env")
         config = OmegaConf.to_container(v.raw, resolve=True) | {"git_sha": rows[0]["git_sha"]} | {k: payload[k] for k in record}
-        config["model_label"] = model_label(v.model.arch, v.model.pretrained, v.model.source)
-        log_run(
-            v.logger.wandb, name, config, payload["metrics"]
-            | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}, tables, experiment,
-            run_dir,
-        )
+        config["model_label"] = label = model_label(v.model.arch, v.model.pretrained, v.model.source)
+        method = method_config_name(rows[0]["method_params"]) or v.method.name
+        name = f"{method} | {label} | {v.task.name}/{v.dataset.name} | {run_id}"
+        tags = run_tags(task=v.task.name, dataset=v.dataset.name, model=label, method=method, experiment=experiment)
+        summary = metric_summary(rows) | {"items_per_s": payload["items_per_s"], "peak_mem_mb": payload["peak_mem_mb"]}
+        log_run(v.logger.wandb, name, config, summary, tables, experiment, run_dir, tags)

@@ -15,7 +15,8 @@ import tests.tiny_towers  # noqa: F401  (registers the tiny timm towers)
 from clipbench.errors import ConfigError
 from clipbench.models.attention import head_scale_matrix
 from clipbench.search_spaces import falip_heads, tower_layout
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
+from tests.test_readable_sweeps import LINE
 
 
 def sampled(arch: str, n: int = 12) -> list[dict]:
@@ -65,20 +66,46 @@ def test_block_scales_form_of_heads():
             head_scale_matrix(bad, (2, 3), 4)
 
 
-def test_toy_study_runs_every_trial(tmp_path, toy_root, monkeypatch):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", "hydra.sweeper.n_trials=4", f"paths.toy={toy_root}",
-                "hydra.sweeper.sampler.n_startup_trials=2", "limit=4", "device=cpu", "progress=false",
-                f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=True)
-    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+def test_toy_study_is_stored_resumed_plotted_and_printed_one_line_per_trial(tmp_path, toy_root):
+    """A study resumed from its SQLite file runs every missing trial, one short line each, and leaves its plots
+    beside the sweep for the report (tests/test_readable_sweeps.py covers the pieces)."""
     import pandas as pd
 
-    frame = pd.read_csv(tmp_path / "r.csv")
-    runs = frame[frame.metric == "accuracy"]
-    assert len(runs) == 4  # no trial failed
+    from clipbench.report.build import build_report
+    from hydra_plugins.clipbench_sweeper._study_impl import prepare_storage
+
+    sweep = tmp_path / "multirun" / "study"
+    sweep.mkdir(parents=True)
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    prepare_storage(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    earlier = optuna.create_study(study_name="falip_heads", storage=storage, direction="maximize")
+    trial = earlier.ask()  # an earlier sweep's completed trial, then one it left running when it was killed
+    trial.suggest_float("method.alpha", 0.05, 1.0)
+    earlier.tell(trial, 0.25)
+    earlier.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proc = run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", f"paths.toy={toy_root}",
+                       "hydra.sweeper.n_trials=3", "limit=3", "device=cpu", "progress=false",
+                       f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={sweep}", check=True)
+    out = (proc.stdout + proc.stderr).replace(str(tmp_path), "TMP").replace(str(ROOT), "ROOT")  # paths vary
+    assert not [line for line in out.splitlines() if len(line) > LINE and ("[HYDRA]" in line or line.startswith("|"))]
+    assert "1 of 3 trials completed, 2 to go" in out
+    lines = [line.split("] ", 1)[1] for line in out.splitlines() if "] trial " in line]
+    assert [line.split(":")[0] for line in lines] == ["trial 2", "trial 3"]
+    assert all(line.split(": ")[1].startswith("accuracy=") and "alpha=" in line and "heads=" in line for line in lines)
+    study = optuna.load_study(study_name="falip_heads", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # no trial failed
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["2", "3"]  # numbering goes on: nothing overwritten
+    runs = pd.read_csv(tmp_path / "r.csv").query("metric == 'accuracy'")
+    assert runs.value.tolist() == [t.value for t in study.trials[2:]]
     assert all(json.loads(p)["heads"] and isinstance(json.loads(p)["heads"], dict) for p in runs.method_params)
-    assert best["best_value"] == runs.value.max()
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(t.value for t in study.trials if t.value is not None)
+    index = build_report(tmp_path / "r.csv", tmp_path / "report", runs=[tmp_path / "multirun"]).read_text()
+    for name in ("optuna_history.png", "optuna_importance.png"):
+        assert (sweep / name).stat().st_size > 0 and f"/{name})" in index
 
 
 def test_hf_source_layout(tmp_path):

@@ -108,3 +108,55 @@ def test_sweep_workers_are_quiet(tmp_path, cifar_root):
     assert "No pretrained weights loaded" not in out
     assert "Parsing model identifier" not in out and "[root][INFO]" not in out  # open_clip's INFO chatter
     assert out.count("weights random init") == 1  # one line says what was loaded
+
+
+def test_wandb_run_is_named_tagged_summarised_and_shows_rec_examples(tmp_path, toy_root, wandb_runs):
+    import numpy as np
+    import wandb
+
+    from clipbench.config import to_schema
+    from clipbench.data import DATASETS
+    from clipbench.models.weights import model_label
+    from clipbench.runner import build_dataset, resolve_groups
+    from clipbench.tasks.rec import EXAMPLE_SIDE, GOLD_COLOUR, PRED_COLOUR
+
+    cfg = compose_config(tmp_overrides(tmp_path, f"paths.toy={toy_root}", "+toy=rec", "method=crop", "logger=both", "limit=12",
+                                       "logger.wandb.examples=3", "experiment_name=wb", "save_predictions=true"))
+    rows = run(cfg, tmp_path / "run")
+    (logged,) = wandb_runs
+    label = model_label(rows[0]["model_arch"], rows[0]["model_pretrained"])
+    assert logged.init["name"] == f"crop | {label} | rec/refcoco | {rows[0]['run_id']}"
+    assert {"task:rec", "dataset:refcoco", f"model:{label}", "method:crop", "experiment:wb"} <= set(logged.init["tags"])
+    accuracy = next(r for r in rows if r["metric"] == "accuracy")
+    assert accuracy["ci_low"] == accuracy["ci_low"] and accuracy["ci_high"] == accuracy["ci_high"]  # not NaN: an interval
+    for key in ("ci_low", "ci_high", "n"):
+        assert logged.logged[f"accuracy/{key}"] == accuracy[key]
+    table = logged.logged["predictions"]
+    assert isinstance(table, wandb.Table) and table.columns == ["sample_id", "expression", "correct", "image"]
+    resolved = resolve_groups(cfg)
+    dataset = build_dataset(to_schema(DATASETS.get("refcoco").config, resolved.dataset, "dataset"))
+    sentences = list(dataset.sentences())[:3]  # the toy scenes' first sentences, none skipped
+    assert [row[:2] for row in table.data] == [[s.sample_id, s.text] for s in sentences]  # capped at 3
+    predicted = pd.read_csv(tmp_path / "run" / "predictions.csv").set_index("sample_id")
+    boxes = {s.sample_id: (entry, s) for entry in dataset.images for s in entry.sentences}
+    for sample_id, _, correct, image in table.data:
+        entry, sentence = boxes[sample_id]
+        assert correct == predicted.at[sample_id, "correct"]
+        pixels = np.asarray(image.image.convert("RGB"))
+        assert max(pixels.shape[:2]) <= EXAMPLE_SIDE
+        scale = max(pixels.shape[:2]) / max(dataset.image(entry).size)
+        for box, colour in ((entry.proposals[predicted.at[sample_id, "pred"]].box, PRED_COLOUR), (sentence.gold_box, GOLD_COLOUR)):
+            x0, y0 = (min(int(v * scale), n - 1) for v, n in zip(box[:2], pixels.shape[1::-1]))
+            edge = pixels[y0:y0 + 2, x0:x0 + 2].reshape(-1, 3).tolist()
+            if colour == GOLD_COLOUR and correct:
+                continue  # the red predicted box lies on top of the gold one
+            assert list(colour) in edge, (sample_id, colour, edge)
+
+
+def test_negative_wandb_examples_stop_before_any_work(tmp_path, cifar_root):
+    from clipbench.errors import ConfigError
+
+    cfg = compose_config(tmp_overrides(tmp_path, f"dataset.root={cifar_root}", "logger=both", "logger.wandb.examples=-1"))
+    with pytest.raises(ConfigError, match="logger.wandb.examples"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "results.csv").exists()

@@ -56,6 +56,7 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)
     dir: str | None = None  # where W&B keeps its files; null = the run directory
     init_timeout: float = 15.0  # seconds to wait for an online endpoint before logging offline
+    examples: int = 50  # REC: the first N judged sentences in the predictions table, with their image and boxes
 
 
 @dataclass
@@ -67,6 +68,8 @@ class LoggerConfig:
         bad = [b for b in self.backends if b not in ("csv", "wandb")]
         if bad or not self.backends:
             raise ConfigError("logger.backends", f"{bad or 'empty'} not allowed; use csv and/or wandb")
+        if self.wandb.examples < 0:
+            raise ConfigError("logger.wandb.examples", f"{self.wandb.examples} is not allowed; use 0 (none) or more")
 
 
 @dataclass

@@ -285,7 +285,7 @@ def experiment_baseline(experiment: str, rows: pd.DataFrame, given: str | None, 
 
 def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs: list[Path] | None = None,
                  baseline: str | None = None) -> Path:
-    from clipbench.report import plots, suite
+    from clipbench.report import plots, studies, suite
 
     every_row = read_all(results_csv)
     results = latest_runs(every_row)
@@ -314,6 +314,7 @@ def build_report(results_csv: Path, out_dir: Path, use_wandb: bool = False, runs
             f"# {experiment}\n\n" + "\n".join(f"## {task}\n\n" + to_markdown(t) for task, t in layout.items()) + note)
         (exp_dir / "table.tex").write_text("\n".join(to_latex(t, f"{experiment}: {task}") for task, t in layout.items()))
         figures = plots.all_plots(tested, exp_dir)
+        figures += studies.copy_study_plots([run_dirs[r] for r in part["run_id"].unique() if r in run_dirs], exp_dir)
         suite_lines = suite.write_suite_report(part, reported, exp_dir, str(experiment), folder)
         suite_lines = suite_lines or suite.write_model_comparison(tested, exp_dir, str(experiment), folder)
         index += [f"## {experiment}", "", f"* [paper layout]({folder}/table.md) ([LaTeX]({folder}/table.tex))",

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from clipbench.report.tables import distinct_settings, is_fraction  # noqa: E402
+from clipbench.results.settings import varying_labels  # noqa: E402
 from clipbench.results.table import in_natural_order  # noqa: E402
 
 HEADLINE = ("top1", "accuracy", "accuracy_mean", "kendall_tau_c", "kendall_tau_b", "image_retrieval_recall@5",
@@ -73,9 +74,25 @@ def _hashable(v) -> str:
 
 
 def _varying_label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Per row, the values of ``columns`` that differ between the rows (``layers=[-1]``)."""
-    varying = [c for c in columns if frame[c].dropna().map(_hashable).nunique() > 1]
-    return pd.Series([", ".join(f"{c}={_hashable(frame.at[i, c])}" for c in varying) for i in frame.index], index=frame.index)
+    """Per row, the values of ``columns`` that differ between the rows, short (``layers=[-1], alpha=0.571``)."""
+    records = [{c: v for c, v in row.items() if _given(v)} for row in frame[columns].to_dict("records")]
+    return pd.Series(varying_labels(records, columns), index=frame.index)
+
+
+def _given(value) -> bool:
+    return not (isinstance(value, float) and value != value) and value is not None
+
+
+LEGEND_ENTRIES = 12  # curves named in a legend; more are drawn and counted in one last entry
+
+
+def _legend(ax) -> None:
+    """The legend beside the axes (never over the points), at most ``LEGEND_ENTRIES`` curves named."""
+    handles, labels = ax.get_legend_handles_labels()
+    hidden = len(handles) - LEGEND_ENTRIES
+    if hidden > 0:
+        handles, labels = handles[:LEGEND_ENTRIES] + [plt.Line2D([], [], linestyle="none")], labels[:LEGEND_ENTRIES] + [f"... {hidden} more"]
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
 
 
 def alpha_curves(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -95,7 +112,7 @@ def alpha_curves(frame: pd.DataFrame, out: Path) -> list[Path]:
     for metric in metrics:
         part_m = swept[swept["metric"] == metric]
         scale = _scale(metric)
-        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
         for setting, part in part_m.groupby("setting", sort=True):
             part = part.sort_values("alpha")
             ax.errorbar(part["alpha"], part["value"] * scale, yerr=_errors(part, scale), marker="o", capsize=3,
@@ -116,7 +133,7 @@ def alpha_curves(frame: pd.DataFrame, out: Path) -> list[Path]:
         where = ", ".join(sorted({f"{d} {s}".strip() for d, s in zip(part_m["dataset"], part_m["split"])}))
         ax.set_title(f"{metric} on {where} against FALIP alpha\n(bars and band: 95% interval)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax)
         name = "alpha_curves.png" if len(metrics) == 1 else f"alpha_curves_{_slug(metric)}.png"
         paths.append(_save(fig, out / name))
     return paths

@@ -50,6 +50,7 @@ class RunContext:
     save_predictions: bool = False
     cache_dir: str | None = None
     progress: bool = True
+    examples: int = 0  # samples kept with their image for the logger (REC: logger.wandb.examples); 0 = none
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TaskResult:
     tables: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first ctx.examples samples, with their image
 
     def n_for(self, metric: str) -> int:
         return self.metric_n.get(metric, self.n)

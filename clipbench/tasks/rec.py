@@ -13,6 +13,10 @@ several images are sent to the method together until about ``batch_size`` region
 expressions drawn (seeded) from the whole split, and score = logit(expr) - mean over the bank of
 logit(box, bank expression). The scores written to predictions.csv are the logits the decision uses
 (after subtraction when it is on), before any softmax; dropped (invalid) proposals are ``null``.
+
+For the logger (``logger.wandb.examples``) the first judged sentences are kept as examples: the expression
+and the image, at most ``EXAMPLE_SIDE`` pixels a side, with the gold box drawn in green and the predicted
+proposal (clipped to the image) in red.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Verdict:
 
     skip: str = ""
     hit: bool = False
+    pred: int = -1  # the predicted proposal's index in the image's proposals
     tied: bool = False  # several proposals shared the highest score
     sentence_id: str = ""
     image_id: str = ""
@@ -93,6 +98,7 @@ class Tally:
 
     judged: list[Verdict] = field(default_factory=list)
     skips: Counter[str] = field(default_factory=Counter)
+    examples: list[dict] = field(default_factory=list)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skips[reason] += n
@@ -149,8 +155,10 @@ def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskRes
         with meter.forward(n_sentences):  # items = sentences, as n
             feats = method.encode_regions([item.image for item in batch], [[[box] for _, box in item.valid] for item in batch])
         for item, f in zip(batch, feats):
-            tally.add(judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
-                                  ctx.save_predictions, ctx.seed))
+            verdicts = judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
+                                   ctx.save_predictions, ctx.seed)
+            tally.examples += examples(item, verdicts, ctx.examples - len(tally.examples))
+            tally.add(verdicts)
         bar.update(n_sentences)
     bar.close()
     meter.stop()
@@ -221,9 +229,40 @@ def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou
             hit = ious[k][j] > iou_threshold
         row = {"sample_id": sentence.sample_id, "target": target, "pred": pred, "scores": _scores(entry, valid, column),
                "correct": int(hit), "image_id": entry.image_id} if save_predictions else None
-        verdicts.append(Verdict(hit=hit, tied=tied, sentence_id=str(sentence.sample_id), image_id=str(entry.image_id),
-                                prediction=row))
+        verdicts.append(Verdict(hit=hit, tied=tied, pred=pred, sentence_id=str(sentence.sample_id),
+                                image_id=str(entry.image_id), prediction=row))
     return verdicts
+
+
+EXAMPLE_SIDE = 320  # pixels: the longer side of an example's image
+GOLD_COLOUR, PRED_COLOUR = (0, 200, 0), (230, 0, 0)
+
+
+def examples(item: ImageWork, verdicts: list[Verdict], room: int) -> list[dict]:
+    """Up to ``room`` judged sentences of one image: ids, expression, hit and the image with its boxes."""
+    out = []
+    valid = dict(item.valid)
+    for sentence, verdict in zip(item.sentences, verdicts):
+        if len(out) >= room:
+            break
+        if verdict.skip:
+            continue
+        out.append({"sample_id": sentence.sample_id, "expression": sentence.text, "correct": int(verdict.hit),
+                    "image": boxes_drawn(item.image, sentence.gold_box, valid[verdict.pred])})
+    return out
+
+
+def boxes_drawn(image, gold: Box, pred: Box, side: int = EXAMPLE_SIDE):
+    """A copy of ``image``, its longer side at most ``side``, with ``gold`` in green and ``pred`` in red on top."""
+    from PIL import ImageDraw
+
+    scale = min(1.0, side / max(image.size))
+    out = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    draw = ImageDraw.Draw(out)
+    for (x0, y0, x1, y1), colour in ((gold, GOLD_COLOUR), (pred, PRED_COLOUR)):
+        draw.rectangle([min(x0, x1) * scale, min(y0, y1) * scale, max(x0, x1) * scale, max(y0, y1) * scale],
+                       outline=colour, width=2)
+    return out
 
 
 TIE_RTOL = 1e-6
@@ -270,6 +309,7 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
         outcomes={"accuracy": Outcome(hits, cluster=[v.image_id for v in tally.judged],  # an image's sentences resample together
                                       sample_id=[v.sentence_id for v in tally.judged])},
         extra={"split": dataset.split, "gold_proposals": dataset.gold_proposals, "dropped_proposals": dropped},
+        examples=tally.examples,
     )
 
 
