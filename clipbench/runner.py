@@ -146,6 +146,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
 
     from clipbench.methods import METHODS
     from clipbench.models.factory import vit_tower_shape
+    from clipbench.models.languages import check_text_language
     from clipbench.tasks import TASKS
 
     task_spec = TASKS.get(task_name)
@@ -156,6 +157,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     method = to_schema(method_spec.config, cfg.method, "method")
     task_spec.check_method(method)
     model = to_schema(ModelConfig, cfg.model, "model")
+    check_text_language(model.arch, getattr(dataset, "language", None))
     tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
     if tower is not None:
         method.check_tower(*tower)  # layer and head ranges, from the architecture's config

@@ -124,3 +124,15 @@ def test_nllb_language_code_set_on_the_tokenizer_and_in_the_cache_key():
     assert with_text_language(nllb, "ace_Arab").fingerprint.endswith("ace_Arab")  # FLORES codes as they are
     with pytest.raises(ConfigError, match="no NLLB language code"):
         with_text_language(nllb, "xx")
+
+
+def test_clipbench_list_shows_the_languages_and_the_task(capsys):
+    from clipbench.listing import main
+
+    main(["languages", "--width", "0"])
+    out = capsys.readouterr().out
+    assert "| xtd10 " in out and "| de en es fr it jp ko pl ru tr zh " in out
+    assert any(line.startswith("| imagenet1k ") and "| en ar cn it jp " in line for line in out.splitlines())
+    main(["tasks", "--width", "0"])
+    task_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| compositionality "))
+    assert "sugar_crepe" in task_line and "winoground" in task_line

@@ -130,13 +130,13 @@ class ClipBenchmarkConfig:
         if not known:
             close = sorted(n for n in catalogue_names() if short[:4] in n)[:6]
             raise ConfigError("dataset.name", f"{self.name!r} is not in clip_benchmark's catalogue (e.g. {close or 'imagenet1k, cars, wds/vtab/svhn'})")
+        check_language(self.name, self.language)
         root = self.resolved_root()
         if self.name.startswith("wds/"):
             if not (root / self.split / WDS_NSHARDS).is_file():
                 raise ConfigError("dataset.root", f"{root / self.split / WDS_NSHARDS} does not exist; {how_to_get(self.name)}")
         elif not self.download and not root.exists():
             raise ConfigError("dataset.root", f"{root} does not exist; {how_to_get(self.name)}")
-        check_language(self.name, self.language)
         check_selection_root(self.name, root, self.download)
         annotations = annotation_file(self.name, root, self.language)
         if annotations is not None and not annotations.is_file() and not self.download:

@@ -12,6 +12,17 @@ from clipbench.errors import ConfigError
 NLLB = "nllb-clip"
 
 
+def check_text_language(arch: str, language: str | None) -> None:
+    """For an NLLB-CLIP ``arch``, a ``ConfigError`` when clip_benchmark has no NLLB code for ``language``."""
+    if language is None or NLLB not in arch:
+        return
+    from clip_benchmark.models.nllb_clip import lang_map
+
+    if language not in lang_map:
+        raise ConfigError("dataset.language", f"{language!r} has no NLLB language code in clip_benchmark's "
+                          f"models/nllb_clip.py (e.g. {', '.join(list(lang_map)[:12])}, or a FLORES code such as deu_Latn)")
+
+
 def with_text_language(model, language: str | None):
     """``model`` with its tokenizer set for ``language``; for NLLB-CLIP a copy whose fingerprint names the
     language code, so cached text embeddings of one language are never read for another."""
@@ -19,9 +30,7 @@ def with_text_language(model, language: str | None):
         return model
     from clip_benchmark.models.nllb_clip import lang_map, set_language
 
-    if language not in lang_map:
-        raise ConfigError("dataset.language", f"{language!r} has no NLLB language code in clip_benchmark's "
-                          f"models/nllb_clip.py (e.g. {', '.join(list(lang_map)[:12])}, or a FLORES code such as deu_Latn)")
+    check_text_language(model.arch, language)
     if not hasattr(getattr(model.tokenizer, "tokenizer", None), "set_src_lang_special_tokens"):
         raise ConfigError("model.arch", f"{model.arch}'s tokenizer is not NLLB's (it cannot set a source language)")
     set_language(model.tokenizer, language)
