@@ -30,13 +30,17 @@ def is_selection(name: str) -> bool:
     return name.startswith("sugar_crepe/") or name == "winoground"
 
 
+def check_selection_name(name: str) -> None:
+    if name.startswith("sugar_crepe") and name.split("/", 1)[-1] not in SUGAR_CREPE_SUBSETS:
+        raise ConfigError("dataset.name", f"{name!r}: SugarCrepe's subsets are {', '.join(SUGAR_CREPE_SUBSETS)} "
+                          "(dataset.name=sugar_crepe/<subset>)")
+
+
 def check_selection_root(name: str, root: Path, download: bool) -> None:
     """The files the package would otherwise fetch (it downloads whatever is missing, without asking)."""
     if not name.startswith("sugar_crepe/"):
         return
     subset = name.split("/", 1)[1]
-    if subset not in SUGAR_CREPE_SUBSETS:
-        raise ConfigError("dataset.name", f"{name!r}: SugarCrepe's subsets are {', '.join(SUGAR_CREPE_SUBSETS)}")
     missing = [p for p in (root / SUGAR_CREPE_IMAGES, root / f"{subset}.json") if not p.exists()]
     if missing and not download:
         raise ConfigError("dataset.root", f"{missing[0]} does not exist; {SUGAR_CREPE_HOW} (or dataset.download=true)")

@@ -24,6 +24,7 @@ from clipbench.data.caption_selection import (
     SUGAR_CREPE_HOW,
     SUGAR_CREPE_SUBSETS,
     build_selection,
+    check_selection_name,
     check_selection_root,
     is_selection,
 )
@@ -71,6 +72,8 @@ def how_to_get(name: str) -> str:
     )
     if name.startswith("wds/"):
         return wds
+    if is_selection(short):
+        return MANUAL[short]
     if short.startswith(("vtab/", "tfds/")):
         native = "dataset.download=true prepares it with tensorflow_datasets (needs task_adaptation and network)"
     else:
@@ -131,6 +134,7 @@ class ClipBenchmarkConfig:
             close = sorted(n for n in catalogue_names() if short[:4] in n)[:6]
             raise ConfigError("dataset.name", f"{self.name!r} is not in clip_benchmark's catalogue (e.g. {close or 'imagenet1k, cars, wds/vtab/svhn'})")
         check_language(self.name, self.language)
+        check_selection_name(self.name)
         root = self.resolved_root()
         if self.name.startswith("wds/"):
             if not (root / self.split / WDS_NSHARDS).is_file():
