@@ -47,7 +47,7 @@ def write_winoground(root: str | Path, pairs: Sequence[tuple[tuple[Image.Image, 
             rows[name].append(value)
         for name in WINOGROUND_TEXT:
             rows[name].append("Object")
-    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from datasets import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet = are_progress_bars_disabled()
     disable_progress_bars()
