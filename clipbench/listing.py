@@ -4,6 +4,7 @@
     clipbench-list tasks           # task -> datasets (dataset=) and methods (method=)
     clipbench-list experiments
     clipbench-list models [--filter ViT-B]   # open_clip architectures (model.arch=) and pretrained tags
+    clipbench-list languages       # dataset.language= of clip_benchmark's multilingual sets
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ def _first_paragraph(path) -> str:
     return " ".join(lines)
 
 
+def language_rows() -> list[dict]:
+    """``dataset=clip_benchmark dataset.name=<name>``: the languages clip_benchmark ships for it (beyond English only)."""
+    from clipbench.data.catalogue_languages import (
+        BABEL,
+        CAPTION_LANGUAGES,
+        IMAGENET_NAMES,
+        MULTILINGUAL_RETRIEVAL,
+        dataset_languages,
+    )
+
+    names = [*MULTILINGUAL_RETRIEVAL, *CAPTION_LANGUAGES, *IMAGENET_NAMES, BABEL]
+    return [{"dataset.name": name, "dataset.language=": " ".join(dataset_languages(name))} for name in names]
+
+
 def model_rows(pattern: str = "") -> list[dict]:
     import open_clip
 
@@ -130,7 +145,7 @@ def _wrapped(rows: list[dict], width: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipbench-list", description="What clipbench can run, as tables.")
-    parser.add_argument("what", nargs="?", choices=["all", "tasks", "experiments", "models"], default="all")
+    parser.add_argument("what", nargs="?", choices=["all", "tasks", "experiments", "models", "languages"], default="all")
     parser.add_argument("--filter", default="", help="only architectures whose name contains this text")
     parser.add_argument("--width", type=int, default=shutil.get_terminal_size((100, 24)).columns,
                         help="wrap cells to fit this many columns (default: the terminal's); 0: one line per row")
@@ -140,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.what in ("all", "experiments"):
         _print("Experiments (clipbench -m experiment=<name>; the whole description heads experiments/<name>.yaml)",
                experiment_rows(), args.width)
+    if args.what in ("all", "languages"):
+        _print("Languages (dataset.language=, default en) of clip_benchmark's sets that ship more than English; "
+               "others take en only", language_rows(), args.width)
     if args.what in ("all", "models"):
         _print(f"open_clip architectures{f' matching {args.filter!r}' if args.filter else ''}", model_rows(args.filter),
                args.width)

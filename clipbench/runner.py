@@ -146,6 +146,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
 
     from clipbench.methods import METHODS
     from clipbench.models.factory import vit_tower_shape
+    from clipbench.models.languages import check_text_language
     from clipbench.tasks import TASKS
 
     task_spec = TASKS.get(task_name)
@@ -156,6 +157,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
     method = to_schema(method_spec.config, cfg.method, "method")
     task_spec.check_method(method)
     model = to_schema(ModelConfig, cfg.model, "model")
+    check_text_language(model.arch, getattr(dataset, "language", None))
     tower = vit_tower_shape(model.arch) if model.source == "open_clip" else None
     if tower is not None:
         method.check_tower(*tower)  # layer and head ranges, from the architecture's config
@@ -166,6 +168,12 @@ def dataset_kind(node: Any) -> str:
     """The registered loader of a dataset config: its ``catalogue`` (e.g. clip_benchmark), else its name."""
     catalogue = node.get("catalogue") if isinstance(node, DictConfig) else getattr(node, "catalogue", None)
     return str(catalogue) if catalogue else _name(node, "dataset") if isinstance(node, DictConfig) else str(node.name)
+
+
+def dataset_label(dataset) -> str:
+    """The rows' dataset: its name, with ``@<language>`` for a language other than English (dataset.language)."""
+    language = getattr(dataset, "language", "en")
+    return dataset.name if language == "en" else f"{dataset.name}@{language}"
 
 
 def _name(node: Any, group: str) -> str:
@@ -249,6 +257,7 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
     """Step 2: device, seed, dataset (a bad root or failed integrity check stops before the model loads), model, method."""
     from clipbench.methods import METHODS
     from clipbench.models import load_model
+    from clipbench.models.languages import with_text_language
     from clipbench.runtime import reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import RunContext
 
@@ -261,6 +270,7 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
     model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir,
                        source=v.model.source, seed=v.run.seed)
+    model = with_text_language(model, getattr(v.dataset, "language", None))
     method = METHODS.get(v.method.name).build(v.method, model)
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
@@ -306,7 +316,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "config_hash": chash,
         "experiment": experiment or "",
         "task": v.task.name,
-        "dataset": v.dataset.name,
+        "dataset": dataset_label(v.dataset),
         "split": getattr(v.dataset, "split", "") or "",
         "model_arch": v.model.arch,
         "model_pretrained": v.model.pretrained or "",

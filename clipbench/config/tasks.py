@@ -63,6 +63,13 @@ class RetrievalConfig:
             raise ConfigError("task.recall_k", f"must be a non-empty list of k >= 1, got {self.recall_k}")
 
 
+@dataclass
+class CompositionalityConfig:
+    """SugarCrepe and Winoground, scored as clip_benchmark's image_caption_selection (no keys to set)."""
+
+    name: str = "compositionality"
+
+
 SCORERS = ("clip_s", "refclip_s", "length")
 
 
@@ -169,6 +176,7 @@ TASK_CONFIGS: dict[str, type] = {
     "rec": RecConfig,
     "region_cls": RegionClsConfig,
     "retrieval": RetrievalConfig,
+    "compositionality": CompositionalityConfig,
     "clipscore": ClipScoreConfig,
     "pointcloud": PointCloudTaskConfig,
 }

@@ -20,6 +20,15 @@ import numpy as np
 from PIL import Image
 
 from clipbench.data.base import IMAGE_ERRORS, register_dataset
+from clipbench.data.caption_selection import (
+    SUGAR_CREPE_HOW,
+    SUGAR_CREPE_SUBSETS,
+    build_selection,
+    check_selection_name,
+    check_selection_root,
+    is_selection,
+)
+from clipbench.data.catalogue_languages import annotation_file, check_language
 from clipbench.data.classification import ClassificationDataset
 from clipbench.data.retrieval_galleries import RetrievalSet
 from clipbench.errors import ConfigError, DataError
@@ -44,6 +53,9 @@ MANUAL = {
     "mscoco_captions": "dataset.root holds val2014/ and coco_test_karpathy.json (github.com/mehdidc/retrieval_annotations)",
     "flickr30k": "dataset.root holds the images and flickr30k_test_karpathy.txt (github.com/mehdidc/retrieval_annotations)",
     "flickr8k": "dataset.root holds the images and flickr8k_test_karpathy.txt (github.com/mehdidc/retrieval_annotations)",
+    "winoground": "accept facebook/winoground's terms on Hugging Face and log in (dataset.root is load_dataset's cache_dir), "
+                  "or point dataset.root at a save_to_disk copy",
+    **{f"sugar_crepe/{s}": SUGAR_CREPE_HOW for s in SUGAR_CREPE_SUBSETS},
 }
 
 
@@ -60,6 +72,8 @@ def how_to_get(name: str) -> str:
     )
     if name.startswith("wds/"):
         return wds
+    if is_selection(short):
+        return MANUAL[short]
     if short.startswith(("vtab/", "tfds/")):
         native = "dataset.download=true prepares it with tensorflow_datasets (needs task_adaptation and network)"
     else:
@@ -102,7 +116,7 @@ class ClipBenchmarkConfig:
     download: bool = False
     classnames: Any = None  # a list of names, or a JSON file {dataset: [names]} (clip_benchmark's custom_classname_file)
     annotation: str | None = None  # retrieval: clip_benchmark's annotation_file
-    language: str = "en"
+    language: str = "en"  # class names and templates, or captions, in this language (those the package ships)
 
     def resolved_root(self) -> Path:
         if self.root in (None, "", "???"):
@@ -119,12 +133,19 @@ class ClipBenchmarkConfig:
         if not known:
             close = sorted(n for n in catalogue_names() if short[:4] in n)[:6]
             raise ConfigError("dataset.name", f"{self.name!r} is not in clip_benchmark's catalogue (e.g. {close or 'imagenet1k, cars, wds/vtab/svhn'})")
+        check_language(self.name, self.language)
+        check_selection_name(self.name)
         root = self.resolved_root()
         if self.name.startswith("wds/"):
             if not (root / self.split / WDS_NSHARDS).is_file():
                 raise ConfigError("dataset.root", f"{root / self.split / WDS_NSHARDS} does not exist; {how_to_get(self.name)}")
         elif not self.download and not root.exists():
             raise ConfigError("dataset.root", f"{root} does not exist; {how_to_get(self.name)}")
+        check_selection_root(self.name, root, self.download)
+        annotations = annotation_file(self.name, root, self.language)
+        if annotations is not None and not annotations.is_file() and not self.download:
+            raise ConfigError("dataset.root", f"{annotations} does not exist; dataset.download=true lets clip_benchmark "
+                              f"prepare it (images and {self.language} captions, needs network)")
         if self.classnames is not None and not isinstance(self.classnames, (list, tuple, str)):
             raise ConfigError("dataset.classnames", "must be a list of names or a JSON file {dataset: [names]}")
         if isinstance(self.classnames, str) and not Path(self.classnames).expanduser().is_file():
@@ -313,9 +334,9 @@ def build_retrieval(cfg: ClipBenchmarkConfig, root: Path) -> RetrievalSet:
         paths = [Path(ds.root) / ds.coco.loadImgs(i)[0]["file_name"] for i in ds.ids]
         captions = [[a["caption"] for a in ds.coco.loadAnns(ds.coco.getAnnIds(i))] for i in ds.ids]
         annotation = cfg.annotation or f"{root}/coco_{cfg.split}_karpathy.json"
-    elif hasattr(ds, "data"):  # clip_benchmark's Flickr
-        paths = [Path(ds.root) / img for img, _ in ds.data]
-        captions = [list(caps) for _, caps in ds.data]
+    elif hasattr(ds, "data"):  # clip_benchmark's Flickr, or a multilingual set: one caption per image
+        paths = [Path(ds.root) / img for img, _ in ds.data]  # the multilingual sets' paths are absolute
+        captions = [[caps] if isinstance(caps, str) else list(caps) for _, caps in ds.data]
         annotation = ds.ann_file
     else:
         raise ConfigError("dataset.name", f"{cfg.name}: retrieval supports {', '.join(RETRIEVAL_NAMES)} and their wds/ forms")
@@ -328,9 +349,11 @@ def _shard_stamp(path) -> list:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
-@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval"})
+@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval", "compositionality"})
 def build_clip_benchmark(cfg: ClipBenchmarkConfig):
     root = cfg.resolved_root()
+    if is_selection(cfg.name):
+        return build_selection(cfg, root, _build_cb)
     if is_retrieval(cfg.name, root):
         return build_retrieval(cfg, root)
     ds = _build_cb(cfg, root, "zeroshot_classification")

@@ -17,6 +17,9 @@ Layout under --out:
   flickr8k/{ExpertAnnotations.txt,CrowdFlowerAnnotations.txt,Flickr8k.token.txt}
                                                 rated candidate captions (Flickr8k-Expert and -CF layouts)
   flickr30k/dataset_flickr30k.json              a retrieval gallery (Karpathy layout, test split)
+  compositionality/{val2017/,<subset>.json}     SugarCrepe's 7 subsets: two-object scenes, true and negative captions
+  compositionality/{dataset_dict.json,test/}    Winoground-style pairs (a save_to_disk copy with the hub set's columns)
+  xtd10/{xtd10/images/,xtd10-{en,de,fr}.json}   one caption per image in English, German and French (XTD10 layout)
   images/                                       every image file the above refer to
 """
 
@@ -30,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from clipbench.errors import ClipbenchError
+from clipbench.toy import compositional as tc
 from clipbench.toy import world as tw
+from clipbench.toy.writers.caption_selection import (
+    write_multilingual_captions,
+    write_sugar_crepe,
+    write_winoground,
+)
 from clipbench.toy.writers.classification import write_cifar100
 from clipbench.toy.writers.clipscore_corpora import write_flickr8k
 from clipbench.toy.writers.pointclouds import write_modelnet40
@@ -38,10 +47,11 @@ from clipbench.toy.writers.refer import write_refer
 from clipbench.toy.writers.regions import write_coco_regions
 from clipbench.toy.writers.retrieval_galleries import write_karpathy
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 BASE_SIZES = {
     "cifar_train": 300, "cifar_test": 600, "rec_val": 200, "rec_hard": 120, "regions": 150,
     "points_train": 240, "points_test": 300, "judged_images": 120, "gallery": 120,
+    "sugar_crepe": 100, "winoground": 100, "translated": 120,
 }
 
 
@@ -131,7 +141,23 @@ def write_gallery(out: Path, seed: int, sizes: dict) -> None:
     write_karpathy(out / "flickr30k" / "dataset_flickr30k.json", "flickr30k", items)
 
 
-PARTS = [write_classification, write_rec, write_regions, write_points, write_judgments, write_gallery]
+def write_compositionality(out: Path, seed: int, sizes: dict) -> None:
+    for k, (subset, pairs) in enumerate(tc.sugar_crepe_pairs(sizes["sugar_crepe"], seed).items()):
+        write_sugar_crepe(out / "compositionality", subset, [(p.image, p.caption, p.negative) for p in pairs], prefix=str(k + 1))
+    write_winoground(out / "compositionality", [(p.images, p.captions) for p in tc.winoground_pairs(sizes["winoground"], seed)])
+
+
+def write_translated(out: Path, seed: int, sizes: dict) -> None:
+    images, captions = tc.translated_gallery(sizes["translated"], seed)
+    paths = [out / "xtd10" / "xtd10" / "images" / f"toy_xtd_{i:06d}.jpg" for i in range(len(images))]
+    for image, path in zip(images, paths):
+        _save(image, path)
+    for language, texts in captions.items():
+        write_multilingual_captions(out / "xtd10", "xtd10", language, paths, texts)
+
+
+PARTS = [write_classification, write_rec, write_regions, write_points, write_judgments, write_gallery,
+         write_compositionality, write_translated]
 
 
 def make_toy_world(out: Path, seed: int = 0, scale: float = 1.0, force: bool = False, quiet: bool = False) -> Path:
