@@ -328,7 +328,7 @@ def _shard_stamp(path) -> list:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
-@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval"})
+@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval", "linear_probe"})
 def build_clip_benchmark(cfg: ClipBenchmarkConfig):
     root = cfg.resolved_root()
     if is_retrieval(cfg.name, root):

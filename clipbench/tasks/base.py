@@ -50,6 +50,7 @@ class RunContext:
     save_predictions: bool = False
     cache_dir: str | None = None
     progress: bool = True
+    dataset_config: Any = None  # the validated dataset config (tasks that read further splits of it)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TaskResult:
     tables: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
+    seed_values: dict[str, list[float]] = field(default_factory=dict)  # a metric over seeds: its interval is across them
 
     def n_for(self, metric: str) -> int:
         return self.metric_n.get(metric, self.n)
