@@ -81,16 +81,21 @@ def extract_splits(model, dataset, cfg: LinearProbeConfig, ctx: RunContext, mete
     return out
 
 
-def fit_seed(features: dict[str, SplitFeatures], cfg: LinearProbeConfig, seed: int, ctx: RunContext, bar) -> ProbeFit:
-    """One seed: its validation share (or the named split), its shot subset, the protocol's fit."""
+def fit_seed(features: dict[str, SplitFeatures], cfg: LinearProbeConfig, seed: int, ctx: RunContext,
+             bar) -> tuple[ProbeFit, list[int]]:
+    """One seed: its validation share (or the named split), its shot subset, the protocol's fit; with the
+    train split's dataset indices it fitted on, in the order it saw them."""
     train = Split(features["train"].features, features["train"].targets)
     val = Split(features["val"].features, features["val"].targets) if "val" in features else None
+    ids = features["train"].indices
     if cfg.val_proportion is not None:
         kept, held = validation_split(len(train), cfg.val_proportion, seed)
-        train, val = _rows(train, kept), _rows(train, held)
-    train = _rows(train, shot_subset(train.targets, cfg.fewshot_k, seed))
+        train, val, ids = _rows(train, kept), _rows(train, held), ids[kept]
+    shots = shot_subset(train.targets, cfg.fewshot_k, seed)
+    train = _rows(train, shots)
     protocol = PROTOCOLS.get(cfg.protocol)
-    return protocol.fit(train, val, features["test"].features, cfg, seed, cfg.fewshot_k > 0, ctx.device, bar.update)
+    fit = protocol.fit(train, val, features["test"].features, cfg, seed, cfg.fewshot_k > 0, ctx.device, bar.update)
+    return fit, ids[shots].tolist()
 
 
 def _rows(split: Split, index: list[int]) -> Split:
@@ -120,10 +125,11 @@ def evaluate(model, dataset, method, cfg: LinearProbeConfig, ctx: RunContext) ->
     extraction_seconds = meter.seconds
     test, num_classes = features["test"], len(dataset.classnames)
     fit_started = time.perf_counter()
-    fits, per_seed = [], []
+    fits, per_seed, shots = [], [], []
     with tqdm(desc=f"fit ({cfg.protocol})", unit="fit", disable=not ctx.progress) as bar:
         for seed in cfg.seeds:
-            fit = fit_seed(features, cfg, seed, ctx, bar)
+            fit, fitted_on = fit_seed(features, cfg, seed, ctx, bar)
+            shots.append(fitted_on if cfg.fewshot_k > 0 else None)
             fit.logits = padded(fit.logits, num_classes)
             fits.append(fit)
             per_seed.append(seed_metrics(fit.logits, test.targets, cfg, num_classes))
@@ -146,8 +152,9 @@ def evaluate(model, dataset, method, cfg: LinearProbeConfig, ctx: RunContext) ->
         seed_values={name: [m[name] for m in per_seed] for name in per_seed[0]},
         extra={"linear_probe": {
             "protocol": cfg.protocol, "regulariser": fits[0].regulariser, "seeds": list(cfg.seeds),
-            "per_seed": [{"seed": s, **m, fits[0].regulariser: f.value, "search": {str(k): v for k, v in f.search.items()}}
-                         for s, m, f in zip(cfg.seeds, per_seed, fits)],
+            "per_seed": [{"seed": s, **m, fits[0].regulariser: f.value, "search": {str(k): v for k, v in f.search.items()},
+                          "shots": shot}  # few-shot: the train samples (dataset indices) fitted on
+                         for s, m, f, shot in zip(cfg.seeds, per_seed, fits, shots)],
             "extraction_seconds": extraction_seconds, "extraction_items_per_s": meter.forward_items_per_s,
             "fit_seconds": fit_seconds,
             "samples": {role: len(f.targets) for role, f in features.items()},

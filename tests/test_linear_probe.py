@@ -1,0 +1,259 @@
+"""task=linear_probe: identical predictions to clip_benchmark's own linear probe, the feature cache's key, the
+seeded shot subset and validation split, OpenAI's protocol, the reported rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import compose_config
+from torch.utils.data import DataLoader, Subset
+
+from clipbench.config import ASSETS_DIR
+from clipbench.runner import run
+
+TOY_WEIGHTS = ASSETS_DIR / "toyclip.safetensors"
+BATCH = 64  # extraction and fit batches on both sides (clip_benchmark's --batch_size default)
+EPOCHS = 4  # fewer than clip_benchmark's 10, for time: a parameter both sides take
+
+
+def run_probe(tmp_path, toy_root, *overrides, name="run"):
+    """clipbench's probe on the toy probe set (image folders train/val/test) with the bundled toy model."""
+    cfg = compose_config([
+        "+toy=linear_probe", f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false",
+        f"batch_size={BATCH}", f"results_csv={tmp_path / 'results.csv'}", f"cache_dir={tmp_path / 'cache'}",
+        "save_predictions=true", *overrides,
+    ])
+    rows = run(cfg, tmp_path / name)
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    with open(tmp_path / name / "predictions.csv") as f:
+        predictions = list(csv.DictReader(f))
+    return {r["metric"]: r for r in rows}, metrics, predictions
+
+
+@pytest.fixture
+def on_cpu_as_cuda(monkeypatch):
+    """clip_benchmark's linear_probe.evaluate asserts device == 'cuda' and moves modules and tensors with
+    .cuda() / .to('cuda'). Here those moves stay on the CPU: Module.cuda and Tensor.cuda return self,
+    Tensor.to maps 'cuda' to 'cpu', and DataParallel without CUDA calls its module directly. Its autocast is
+    off (amp=False), so it computes in fp32 as clipbench does on a CPU."""
+    original_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        args = tuple("cpu" if isinstance(a, str) and a.startswith("cuda") else a for a in args)
+        if isinstance(kwargs.get("device"), str) and kwargs["device"].startswith("cuda"):
+            kwargs["device"] = "cpu"
+        return original_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    # its accuracy() ends in float() of a 1-element array, which numpy >= 2.3 refuses (TypeError); the same
+    # steps with the count taken as a scalar:
+    from clip_benchmark.metrics import linear_probe
+
+    def accuracy(output, target, topk=(1,)):
+        pred = output.topk(max(topk), 1, True, True)[1].t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        return [float(correct[:k].reshape(-1).float().sum()) / len(target) for k in topk]
+
+    monkeypatch.setattr(linear_probe, "accuracy", accuracy)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+
+
+@pytest.fixture(scope="module")
+def cb_features(toy_root):
+    """Each toy probe split through clip_benchmark's own Featurizer (the toy weights, their preprocessing)."""
+    from clip_benchmark.metrics import linear_probe
+    from torchvision.datasets import ImageFolder
+
+    from clipbench.models import load_model
+
+    model = load_model("toyclip", str(TOY_WEIGHTS), device="cpu")
+    featurizer = linear_probe.Featurizer(model.model, normalize=True)
+    out = {}
+    with torch.no_grad():
+        for split in ("train", "val", "test"):
+            data = ImageFolder(str(toy_root / "linprobe" / split), transform=model.preprocess, allow_empty=True)
+            batches = [(featurizer(x), y) for x, y in DataLoader(data, batch_size=BATCH)]
+            out[split] = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    return model, out
+
+
+def clip_benchmark_probe(tmp_path, monkeypatch, cb_features, fewshot_k, seed, val_indices=None, val_split=True):
+    """clip_benchmark.metrics.linear_probe.evaluate on the same features.
+
+    Its feature cache (features_<split>.pt, what its first pass writes) is written beforehand, so its
+    global-RNG draw of the shot subset (``torch.randperm`` after ``torch.manual_seed(seed)``) is the first
+    draw, as clipbench's own seeded generator makes it. ``val_indices``: the (train, val) indices of a
+    validation share of the train split that clipbench drew, as the CLI's random_split passes them. Returns
+    its metrics and the test logits of its final fit's head, in test-set order."""
+    from clip_benchmark.metrics import linear_probe
+
+    model, features = cb_features
+    sets = {"train": features["train"], "test": features["test"], "val": features["val"] if val_split else None}
+    if val_indices is not None:
+        train_x, train_y = features["train"]
+        sets["train"], sets["val"] = [(train_x[i], train_y[i]) for i in map(torch.as_tensor, val_indices)]
+    feature_dir = tmp_path / "cb_features" / "toyclip"
+    feature_dir.mkdir(parents=True)
+    for split, data in sets.items():
+        if data is not None:
+            torch.save(data[0], feature_dir / f"features_{split}.pt")
+            torch.save(data[1], feature_dir / f"targets_{split}.pt")
+    heads = []
+    original_train = linear_probe.train
+    monkeypatch.setattr(linear_probe, "train", lambda *a, **k: heads.append(original_train(*a, **k)) or heads[-1])
+    torch.manual_seed(seed)
+    metrics = linear_probe.evaluate(
+        model.model, None, None, fewshot_k, BATCH, 0, 0.1, EPOCHS, "toyclip", seed, str(tmp_path / "cb_features"),
+        device="cuda", val_dataloader=object() if sets["val"] is not None else None, normalize=True, amp=False,
+    )
+    with torch.no_grad():
+        logits = heads[-1](features["test"][0])
+    return metrics, logits
+
+
+def assert_same_predictions(ours, logits):
+    assert [int(p["pred"]) for p in ours] == logits.argmax(dim=1).tolist()
+    scores = np.array([json.loads(p["scores"]) for p in ours])
+    np.testing.assert_allclose(scores, logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("fewshot_k,overrides", [
+    (-1, []),  # weight decay searched on the named val split, final fit on train + val
+    (1, ["task.val_split=null", "task.val_proportion=0.3", "task.seeds=[3]"]),  # searched on a seeded share; shots only
+    (-1, ["task.val_split=null", "task.seeds=[5]"]),  # no validation: weight decay 0
+])
+def test_identical_predictions_to_clip_benchmark(tmp_path, toy_root, monkeypatch, on_cpu_as_cuda, cb_features,
+                                                 fewshot_k, overrides):
+    rows, metrics, ours = run_probe(tmp_path, toy_root, f"task.fewshot_k={fewshot_k}", f"task.epochs={EPOCHS}", *overrides)
+    seed = metrics["linear_probe"]["seeds"][0]
+    split = None
+    if "task.val_proportion=0.3" in overrides:
+        from clipbench.probe.splits import validation_split
+
+        split = validation_split(metrics["linear_probe"]["samples"]["train"], 0.3, seed)
+    cb, logits = clip_benchmark_probe(tmp_path, monkeypatch, cb_features, fewshot_k, seed, split,
+                                      val_split="task.val_split=null" not in overrides)
+    assert_same_predictions(ours, logits)
+    assert rows["lp_weight_decay"]["value"] == cb["weight_decay"]
+    assert rows["lp_top1"]["value"] == pytest.approx(cb["lp_acc1"], abs=1e-12)
+    assert rows["lp_top5"]["value"] == pytest.approx(cb["lp_acc5"], abs=1e-12)
+    assert rows["lp_mean_per_class_recall"]["value"] == pytest.approx(cb["lp_mean_per_class_recall"], abs=1e-12)
+
+
+def test_feature_cache_key_covers_split_transform_normalisation_and_data(tmp_path, toy_root):
+    """Each input of the features misses the cache when it changes (clip_benchmark keys by model and dataset
+    name only, so it would reuse them); the same inputs hit it, also from disk in a new process."""
+    import dataclasses
+
+    import torchvision.transforms as T
+
+    from clipbench.data.classification import ImageFolder
+    from clipbench.models import load_model
+    from clipbench.probe import features as pf
+    from clipbench.runtime import Throughput
+    from clipbench.tasks.base import RunContext
+
+    model = load_model("toyclip", str(TOY_WEIGHTS), device="cpu")
+    ctx = RunContext(device=torch.device("cpu"), batch_size=BATCH, cache_dir=str(tmp_path), progress=False)
+    dataset = ImageFolder(toy_root / "linprobe", "val")
+    params = {"name": "imagefolder", "root": str(toy_root / "linprobe"), "split": "val"}
+
+    def features(model=model, params=params, data="d0", normalize=True):
+        return pf.split_features(model, dataset, params, data, normalize, ctx, Throughput(ctx.device), "val")
+
+    first, hit = features()
+    assert not hit and torch.allclose(first.features.norm(dim=1), torch.ones(len(first.targets)))
+    pf._MEMORY.clear()  # a new process: from the safetensors file
+    again, hit = features()
+    assert hit and torch.equal(again.features, first.features) and torch.equal(again.targets, first.targets)
+    assert list((tmp_path / "features").glob("*.safetensors"))
+    raw, hit = features(normalize=False)
+    assert not hit and not torch.allclose(raw.features.norm(dim=1), torch.ones(len(raw.targets)))
+    flipped = dataclasses.replace(model, preprocess=T.Compose([T.RandomHorizontalFlip(p=1.0), model.preprocess]))
+    other_transform, hit = features(model=flipped)
+    assert not hit and not torch.equal(other_transform.features, first.features)
+    assert not features(params={**params, "split": "train"})[1]  # another split of the same name and root
+    assert not features(data="d1")[1]  # the files changed on disk
+
+
+def test_a_later_run_adds_a_validation_split(tmp_path, toy_root, monkeypatch, on_cpu_as_cuda, capsys):
+    """Train and test features come from the first run's cache; the validation split is extracted. (clip_benchmark
+    finds its cache by targets_train.pt and then fails to load features_val.pt, shown last.)"""
+    run_probe(tmp_path, toy_root, "task.val_split=null", "task.epochs=2", name="first")
+    capsys.readouterr()
+    rows, metrics, _ = run_probe(tmp_path, toy_root, "task.val_split=val", "task.epochs=2", name="second")
+    assert "features of split(s) test, train from the cache" in capsys.readouterr().out
+    assert metrics["linear_probe"]["samples"]["val"] > 0 and len(metrics["linear_probe"]["per_seed"][0]["search"]) >= 7
+    assert rows["lp_weight_decay"]["value"] > 0
+
+    from clip_benchmark.metrics import linear_probe
+
+    feature_dir = tmp_path / "cb" / "toyclip"
+    feature_dir.mkdir(parents=True)
+    for split in ("train", "test"):
+        torch.save(torch.zeros(4, 2), feature_dir / f"features_{split}.pt")
+        torch.save(torch.arange(4) % 2, feature_dir / f"targets_{split}.pt")
+    with pytest.raises(FileNotFoundError, match="features_val"):
+        linear_probe.evaluate(None, None, None, -1, 4, 0, 0.1, 1, "toyclip", 0, str(tmp_path / "cb"), device="cuda",
+                              val_dataloader=object(), amp=False)
+
+
+def test_few_shot_subsets_are_seeded_apart_from_the_model_and_reported_per_seed(tmp_path, toy_root):
+    """Two architectures (random init consumes the global RNG differently) fit on the same shots per seed,
+    all from the train split; rows are the mean over seeds with a t interval across them."""
+    from conftest import TINY_ARCH
+
+    from clipbench.metrics.uncertainty import seed_interval
+
+    shots, per_seed = {}, {}
+    for arch in (TINY_ARCH, "toyclip"):
+        rows, metrics, _ = run_probe(tmp_path / arch, toy_root, f"model.arch={arch}", "model.pretrained=null",
+                                     "task.fewshot_k=1", "task.seeds=[0,1,2]", "task.epochs=2", "task.val_split=null")
+        shots[arch] = [s["shots"] for s in metrics["linear_probe"]["per_seed"]]
+        per_seed[arch] = [s["lp_top1"] for s in metrics["linear_probe"]["per_seed"]]
+    assert shots[TINY_ARCH] == shots["toyclip"]
+    assert shots["toyclip"][0] != shots["toyclip"][1]
+    n_train, n_classes = metrics["linear_probe"]["samples"]["train"], 30
+    assert all(len(s) == n_classes and len(set(s)) == n_classes and max(s) < n_train for s in shots["toyclip"])
+    top1 = rows["lp_top1"]
+    assert top1["value"] == pytest.approx(np.mean(per_seed["toyclip"]))
+    assert (top1["ci_low"], top1["ci_high"]) == pytest.approx(seed_interval(per_seed["toyclip"]))
+
+
+def test_openai_protocol_follows_the_clip_papers_search(tmp_path):
+    """C chosen as in CLIP's appendix A.3 (transcribed here): the 7 points 10^-6, 10^-4, ..., 10^6, then the
+    best of (left, peak, right) at spans of 8, 4, 2, 1 grid steps (8 per decade); the final fit on train + val."""
+    from sklearn.linear_model import LogisticRegression
+
+    from clipbench.config.tasks import LinearProbeConfig
+    from clipbench.probe.fit import Split, fit_openai
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (4, 8))
+
+    def split(n):
+        y = np.arange(n) % 4
+        return Split(torch.tensor(centres[y] + rng.normal(0, 1.2, (n, 8)), dtype=torch.float32), torch.tensor(y))
+
+    train, val, test = split(40), split(24), split(24)
+    fit = fit_openai(train, val, test.features, LinearProbeConfig(protocol="openai", val_proportion=0.2), 0, False,
+                     torch.device("cpu"))
+    grid = np.logspace(-6, 6, 97)
+
+    def model(c, data):
+        return LogisticRegression(C=c, max_iter=1000, random_state=0).fit(data.features.double().numpy(), data.targets.numpy())
+
+    def score(i):
+        return model(grid[i], train).score(val.features.double().numpy(), val.targets.numpy())
+
+    peak = max(range(0, 97, 16), key=score)
+    for span in (8, 4, 2, 1):
+        peak = max([max(peak - span, 0), peak, min(peak + span, 96)], key=score)
+    assert fit.value == grid[peak]
+    final = model(grid[peak], train + val)
+    np.testing.assert_allclose(fit.logits.numpy(), final.decision_function(test.features.double().numpy()), rtol=1e-5, atol=1e-5)
