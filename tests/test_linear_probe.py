@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import compose_config
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from clipbench.config import ASSETS_DIR
 from clipbench.runner import run
