@@ -4,20 +4,23 @@ seeded shot subset and validation split, OpenAI's protocol, the reported rows.""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config
+from conftest import ROOT
+from helpers import compose_config, load_module
 from torch.utils.data import DataLoader
 
 from clipbench.config import ASSETS_DIR
 from clipbench.runner import run
 
 TOY_WEIGHTS = ASSETS_DIR / "toyclip.safetensors"
+BENCHMARK = load_module(ROOT / "benchmarks" / "linear_probe.py")
 BATCH = 64  # extraction and fit batches on both sides (clip_benchmark's --batch_size default)
-EPOCHS = 4  # fewer than clip_benchmark's 10, for time: a parameter both sides take
+EPOCHS = 2  # fewer than clip_benchmark's 10, for time: a parameter both sides take
 
 
 def run_probe(tmp_path, toy_root, *overrides, name="run"):
@@ -35,32 +38,11 @@ def run_probe(tmp_path, toy_root, *overrides, name="run"):
 
 
 @pytest.fixture
-def on_cpu_as_cuda(monkeypatch):
-    """clip_benchmark's linear_probe.evaluate asserts device == 'cuda' and moves modules and tensors with
-    .cuda() / .to('cuda'). Here those moves stay on the CPU: Module.cuda and Tensor.cuda return self,
-    Tensor.to maps 'cuda' to 'cpu', and DataParallel without CUDA calls its module directly. Its autocast is
-    off (amp=False), so it computes in fp32 as clipbench does on a CPU."""
-    original_to = torch.Tensor.to
-
-    def to(self, *args, **kwargs):
-        args = tuple("cpu" if isinstance(a, str) and a.startswith("cuda") else a for a in args)
-        if isinstance(kwargs.get("device"), str) and kwargs["device"].startswith("cuda"):
-            kwargs["device"] = "cpu"
-        return original_to(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.Tensor, "to", to)
-    # its accuracy() ends in float() of a 1-element array, which numpy >= 2.3 refuses (TypeError); the same
-    # steps with the count taken as a scalar:
-    from clip_benchmark.metrics import linear_probe
-
-    def accuracy(output, target, topk=(1,)):
-        pred = output.topk(max(topk), 1, True, True)[1].t()
-        correct = pred.eq(target.view(1, -1).expand_as(pred))
-        return [float(correct[:k].reshape(-1).float().sum()) / len(target) for k in topk]
-
-    monkeypatch.setattr(linear_probe, "accuracy", accuracy)
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+def on_cpu_as_cuda():
+    """clip_benchmark's linear probe run on the CPU: its .cuda() moves kept there, its accuracy() fixed for numpy
+    >= 2.3 (benchmarks/linear_probe.py cpu_as_cuda says how); amp=False below, so it computes in fp32."""
+    with BENCHMARK.cpu_as_cuda():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +163,7 @@ def test_feature_cache_key_covers_split_transform_normalisation_and_data(tmp_pat
     assert not features(data="d1")[1]  # the files changed on disk
 
 
-def test_a_later_run_adds_a_validation_split(tmp_path, toy_root, monkeypatch, on_cpu_as_cuda, capsys):
+def test_a_later_run_adds_a_validation_split(tmp_path, toy_root, on_cpu_as_cuda, capsys):
     """Train and test features come from the first run's cache; the validation split is extracted. (clip_benchmark
     finds its cache by targets_train.pt and then fails to load features_val.pt, shown last.)"""
     run_probe(tmp_path, toy_root, "task.val_split=null", "task.epochs=2", name="first")
@@ -212,14 +194,14 @@ def test_few_shot_subsets_are_seeded_apart_from_the_model_and_reported_per_seed(
 
     shots, per_seed = {}, {}
     for arch in (TINY_ARCH, "toyclip"):
-        rows, metrics, _ = run_probe(tmp_path / arch, toy_root, f"model.arch={arch}", "model.pretrained=null",
-                                     "task.fewshot_k=1", "task.seeds=[0,1,2]", "task.epochs=2", "task.val_split=null")
+        rows, metrics, _ = run_probe(tmp_path / arch, toy_root, f"model.arch={arch}", "model.pretrained=null", "limit=40",
+                                     "task.fewshot_k=1", "task.seeds=[0,1]", "task.epochs=2", "task.val_split=null")
         shots[arch] = [s["shots"] for s in metrics["linear_probe"]["per_seed"]]
         per_seed[arch] = [s["lp_top1"] for s in metrics["linear_probe"]["per_seed"]]
     assert shots[TINY_ARCH] == shots["toyclip"]
     assert shots["toyclip"][0] != shots["toyclip"][1]
-    n_train, n_classes = metrics["linear_probe"]["samples"]["train"], 30
-    assert all(len(s) == n_classes and len(set(s)) == n_classes and max(s) < n_train for s in shots["toyclip"])
+    n_train = metrics["linear_probe"]["samples"]["train"]  # the first 40 (limit) of the train split
+    assert all(len(set(s)) == len(s) >= n_train // 3 and max(s) < n_train for s in shots["toyclip"])
     top1 = rows["lp_top1"]
     assert top1["value"] == pytest.approx(np.mean(per_seed["toyclip"]))
     assert (top1["ci_low"], top1["ci_high"]) == pytest.approx(seed_interval(per_seed["toyclip"]))
@@ -248,6 +230,7 @@ def test_openai_protocol_follows_the_clip_papers_search(tmp_path):
     def model(c, data):
         return LogisticRegression(C=c, max_iter=1000, random_state=0).fit(data.features.double().numpy(), data.targets.numpy())
 
+    @functools.cache
     def score(i):
         return model(grid[i], train).score(val.features.double().numpy(), val.targets.numpy())
 
@@ -257,3 +240,9 @@ def test_openai_protocol_follows_the_clip_papers_search(tmp_path):
     assert fit.value == grid[peak]
     final = model(grid[peak], train + val)
     np.testing.assert_allclose(fit.logits.numpy(), final.decision_function(test.features.double().numpy()), rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_runs_quick(capsys):
+    BENCHMARK.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "predictions identical" in out and "fit_speedup_vs_clip_benchmark=" in out and "extraction_vs_zero_shot=" in out

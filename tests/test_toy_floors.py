@@ -2,7 +2,7 @@
 
 Floors (README, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
 on the hard split, FALIP above crop; point clouds (PointCLIP V1) >= 0.60, CLIP-S Kendall tau-c >= 0.40,
-retrieval R@5 >= 0.80. Here the split is small, so each check keeps a margin below its floor.
+retrieval R@5 >= 0.80, linear-probe top-1 >= 0.90. Here the split is small, so each check keeps a margin below its floor.
 """
 
 from helpers import compose_config
@@ -45,3 +45,7 @@ def test_clipscore_correlation_floor(tmp_path, toy_root, monkeypatch):
 def test_retrieval_floor(tmp_path, toy_root, monkeypatch):
     metrics = _metrics(tmp_path, toy_root, monkeypatch, "+toy=retrieval")
     assert metrics["image_retrieval_recall@5"] >= 0.75 and metrics["text_retrieval_recall@5"] >= 0.75
+
+
+def test_linear_probe_floor(tmp_path, toy_root, monkeypatch):
+    assert _metrics(tmp_path, toy_root, monkeypatch, "+toy=linear_probe")["lp_top1"] >= 0.85
