@@ -246,3 +246,29 @@ def test_benchmark_runs_quick(capsys):
     BENCHMARK.main(["--quick"])
     out = capsys.readouterr().out
     assert "predictions identical" in out and "fit_speedup_vs_clip_benchmark=" in out and "extraction_vs_zero_shot=" in out
+
+
+@pytest.mark.parametrize("values,key", [
+    ({"val_split": "val", "val_proportion": 0.2}, "task.val_split"),
+    ({"val_proportion": 1.0}, "task.val_proportion"),
+    ({"protocol": "openai"}, "task.protocol"),  # OpenAI's search needs a validation split
+    ({"protocol": "sgd"}, "task.protocol"),
+    ({"fewshot_k": 0}, "task.fewshot_k"),
+    ({"seeds": [1, 1]}, "task.seeds"),
+    ({"val_split": "train"}, "task.val_split"),
+])
+def test_bad_probe_settings_stop_with_one_line(values, key):
+    from clipbench.config.tasks import LinearProbeConfig
+    from clipbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        LinearProbeConfig(**values).validate()
+    assert info.value.key == key and "\n" not in str(info.value)
+
+
+def test_too_few_shots_is_one_line_naming_the_class():
+    from clipbench.errors import DataError
+    from clipbench.probe.splits import shot_subset
+
+    with pytest.raises(DataError, match="class 2: 1"):
+        shot_subset(torch.tensor([0, 0, 1, 1, 2]), 2, seed=0)
