@@ -272,3 +272,11 @@ def test_too_few_shots_is_one_line_naming_the_class():
 
     with pytest.raises(DataError, match="class 2: 1"):
         shot_subset(torch.tensor([0, 0, 1, 1, 2]), 2, seed=0)
+
+
+def test_report_reads_probe_accuracies_as_fractions_and_plots_top1():
+    from clipbench.report.plots import HEADLINE
+    from clipbench.report.tables import format_value
+
+    assert format_value("lp_top1", 0.5) == "50.0" and format_value("lp_mean_per_class_recall", 0.25) == "25.0"
+    assert format_value("lp_weight_decay", 0.001) == "0.001" and "lp_top1" in HEADLINE

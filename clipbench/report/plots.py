@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from clipbench.report.tables import is_fraction  # noqa: E402
 
-HEADLINE = ("top1", "accuracy", "accuracy_mean", "kendall_tau_c", "kendall_tau_b", "image_retrieval_recall@5",
+HEADLINE = ("top1", "lp_top1", "accuracy", "accuracy_mean", "kendall_tau_c", "kendall_tau_b", "image_retrieval_recall@5",
             "text_retrieval_recall@5")
 DPI = 130
 
