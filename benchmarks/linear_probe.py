@@ -2,7 +2,7 @@
 vs the zero-shot pass over the same images.
 
     python benchmarks/linear_probe.py [--n-train 2000] [--n-val 500] [--n-test 1000] [--classes 20] [--dim 512]
-                                      [--epochs 10] [--images 600] [--quick]
+                                      [--noise 2.0] [--epochs 10] [--images 600] [--quick]
 
 Fit: generated unit-length features (Gaussian class clusters), clip_benchmark's protocol with a validation
 split (the weight-decay search over logspace(-6, 2, 97), then the final fit on train + val), once through
@@ -59,11 +59,12 @@ def cpu_as_cuda():
         torch.Tensor.to, torch.Tensor.cuda, torch.nn.Module.cuda, linear_probe.accuracy = original
 
 
-def clusters(n: int, classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def clusters(n: int, classes: int, dim: int, seed: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-length features around one N(0, 1) centre per class, with N(0, noise) per dimension."""
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(0).normal(0, 1, (classes, dim))
     labels = np.arange(n) % classes
-    x = torch.tensor(centres[labels] + rng.normal(0, 2.0, (n, dim)), dtype=torch.float32)
+    x = torch.tensor(centres[labels] + rng.normal(0, noise, (n, dim)), dtype=torch.float32)
     return torch.nn.functional.normalize(x, dim=-1), torch.tensor(labels)
 
 
@@ -109,7 +110,7 @@ def clipbench_fit(splits: dict, epochs: int, batch: int, seed: int):
 
 
 def fit_rows(args) -> tuple[list[dict], bool]:
-    splits = {s: clusters(n, args.classes, args.dim, seed) for s, n, seed in
+    splits = {s: clusters(n, args.classes, args.dim, seed, args.noise) for s, n, seed in
               (("train", args.n_train, 1), ("val", args.n_val, 2), ("test", args.n_test, 3))}
     with tempfile.TemporaryDirectory() as tmp:
         cb_logits, cb_wd, cb_seconds = clip_benchmark_fit(splits, args.epochs, args.batch_size, 0, Path(tmp))
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--noise", type=float, default=2.0, help="per-dimension noise around the class centres")
     parser.add_argument("--epochs", type=int, default=10)  # clip_benchmark's --fewshot_epochs
     parser.add_argument("--batch-size", type=int, default=64)  # clip_benchmark's --batch_size
     parser.add_argument("--images", type=int, default=600)
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         args.n_train, args.n_val, args.n_test, args.classes, args.dim, args.epochs, args.images = 96, 32, 32, 4, 16, 2, 32
     fit, same = fit_rows(args)
     extraction = extraction_rows(args)
-    print(f"fit: {args.n_train} train + {args.n_val} val features ({args.dim}-d, {args.classes} classes), test "
+    print(f"fit: {args.n_train} train + {args.n_val} val features ({args.dim}-d, {args.classes} classes, noise {args.noise}), test "
           f"{args.n_test}, {args.epochs} epochs, batch {args.batch_size}, {torch.get_num_threads()} threads; "
           f"predictions {'identical' if same else 'DIFFERENT'}")
     print(format_table(fit, ["fit", "weight_decay", "top1", "seconds", "ratio"]))
