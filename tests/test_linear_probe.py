@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, colour_images
 from helpers import compose_config, load_module
 from torch.utils.data import DataLoader
 
@@ -280,3 +280,43 @@ def test_report_reads_probe_accuracies_as_fractions_and_plots_top1():
 
     assert format_value("lp_top1", 0.5) == "50.0" and format_value("lp_mean_per_class_recall", 0.25) == "25.0"
     assert format_value("lp_weight_decay", 0.001) == "0.001" and "lp_top1" in HEADLINE
+
+
+def _hf_root(tmp_path, names):
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=names)})
+    parts = {}
+    for split, seed in (("train", 1), ("test", 2)):
+        images, labels, _ = colour_images(16, seed=seed)
+        parts[split] = datasets.Dataset.from_dict({"img": [Image.fromarray(a) for a in images], "fine": labels}, features=features)
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "hf"))
+    return tmp_path / "hf"
+
+
+@pytest.mark.parametrize("layout", ["cifar100", "wds", "hf"])
+def test_each_classification_layout_serves_train_and_test(tmp_path, toy_root, layout):
+    """The probe reads its train split through the same loader as the test split: CIFAR-100's release, a
+    clip_benchmark wds copy, a Hugging Face save_to_disk folder."""
+    from conftest import COLOURS, TINY_ARCH
+
+    from clipbench.toy.writers.catalogue import write_generated_suite
+
+    if layout == "cifar100":
+        dataset = ["dataset=cifar100", f"dataset.root={toy_root / 'cifar'}", "dataset.check_integrity=false"]
+    elif layout == "wds":
+        for split in ("train", "test"):
+            write_generated_suite(tmp_path / "suite", {"toyset": 4}, n=16, split=split)
+        dataset = ["dataset=clip_benchmark", "dataset.name=wds/toyset", f"dataset.root={tmp_path / 'suite'}"]
+    else:
+        dataset = ["dataset=hf", f"dataset.path={_hf_root(tmp_path, list(COLOURS))}", "dataset.image_column=img",
+                   "dataset.label_column=fine"]
+    cfg = compose_config([
+        "task=linear_probe", *dataset, "dataset.split=test", f"model.arch={TINY_ARCH}", "model.pretrained=null",
+        "device=cpu", "num_workers=0", "progress=false", "limit=16", "task.epochs=1",
+        f"results_csv={tmp_path / 'results.csv'}",
+    ])
+    rows = {r["metric"]: r for r in run(cfg, tmp_path / "run")}
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rows["lp_top1"]["n"] == 16 and metrics["linear_probe"]["samples"]["train"] == 16
