@@ -20,7 +20,7 @@ from clipbench.runner import run
 TOY_WEIGHTS = ASSETS_DIR / "toyclip.safetensors"
 BENCHMARK = load_module(ROOT / "benchmarks" / "linear_probe.py")
 BATCH = 64  # extraction and fit batches on both sides (clip_benchmark's --batch_size default)
-EPOCHS = 2  # fewer than clip_benchmark's 10, for time: a parameter both sides take
+EPOCHS = 10  # clip_benchmark's --fewshot_epochs default, clipbench's task.epochs default
 
 
 def run_probe(tmp_path, toy_root, *overrides, name="run"):
@@ -47,21 +47,29 @@ def on_cpu_as_cuda():
 
 @pytest.fixture(scope="module")
 def cb_features(toy_root):
-    """Each toy probe split through clip_benchmark's own Featurizer (the toy weights, their preprocessing)."""
+    """weights -> each toy probe split through clip_benchmark's own Featurizer: the bundled toy weights, or
+    random-init toyclip (seed 0) as the runner builds it (load_model returns the same instance to both)."""
     from clip_benchmark.metrics import linear_probe
     from torchvision.datasets import ImageFolder
 
     from clipbench.models import load_model
 
-    model = load_model("toyclip", str(TOY_WEIGHTS), device="cpu")
-    featurizer = linear_probe.Featurizer(model.model, normalize=True)
-    out = {}
-    with torch.no_grad():
-        for split in ("train", "val", "test"):
-            data = ImageFolder(str(toy_root / "linprobe" / split), transform=model.preprocess, allow_empty=True)
-            batches = [(featurizer(x), y) for x, y in DataLoader(data, batch_size=BATCH)]
-            out[split] = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    return model, out
+    cache = {}
+
+    def of(weights: str | None):
+        if weights not in cache:
+            model = load_model("toyclip", weights, device="cpu", seed=0)
+            featurizer = linear_probe.Featurizer(model.model, normalize=True)
+            out = {}
+            with torch.no_grad():
+                for split in ("train", "val", "test"):
+                    data = ImageFolder(str(toy_root / "linprobe" / split), transform=model.preprocess, allow_empty=True)
+                    batches = [(featurizer(x), y) for x, y in DataLoader(data, batch_size=BATCH)]
+                    out[split] = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+            cache[weights] = model, out
+        return cache[weights]
+
+    return of
 
 
 def clip_benchmark_probe(tmp_path, monkeypatch, cb_features, fewshot_k, seed, val_indices=None, val_split=True):
@@ -104,23 +112,28 @@ def assert_same_predictions(ours, logits):
     np.testing.assert_allclose(scores, logits.numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("fewshot_k,overrides", [
-    (-1, []),  # weight decay searched on the named val split, final fit on train + val
-    (1, ["task.val_split=null", "task.val_proportion=0.3", "task.seeds=[3]"]),  # searched on a seeded share; shots only
-    (-1, ["task.val_split=null", "task.seeds=[5]"]),  # no validation: weight decay 0
+@pytest.mark.parametrize("weights,fewshot_k,overrides", [
+    ("toy", -1, []),  # weight decay searched on the named val split, final fit on train + val
+    (None, -1, []),  # random init: the validation scores differ along the grid, the search moves
+    (None, 1, ["task.val_split=null", "task.val_proportion=0.3", "task.seeds=[3]"]),  # a seeded share; shots only
+    ("toy", -1, ["task.val_split=null", "task.seeds=[5]"]),  # no validation: weight decay 0
 ])
 def test_identical_predictions_to_clip_benchmark(tmp_path, toy_root, monkeypatch, on_cpu_as_cuda, cb_features,
-                                                 fewshot_k, overrides):
-    rows, metrics, ours = run_probe(tmp_path, toy_root, f"task.fewshot_k={fewshot_k}", f"task.epochs={EPOCHS}", *overrides)
+                                                 weights, fewshot_k, overrides):
+    weights = str(TOY_WEIGHTS) if weights == "toy" else None
+    rows, metrics, ours = run_probe(tmp_path, toy_root, f"model.pretrained={weights or 'null'}",
+                                    f"task.fewshot_k={fewshot_k}", *overrides)
     seed = metrics["linear_probe"]["seeds"][0]
     split = None
     if "task.val_proportion=0.3" in overrides:
         from clipbench.probe.splits import validation_split
 
         split = validation_split(metrics["linear_probe"]["samples"]["train"], 0.3, seed)
-    cb, logits = clip_benchmark_probe(tmp_path, monkeypatch, cb_features, fewshot_k, seed, split,
+    cb, logits = clip_benchmark_probe(tmp_path, monkeypatch, cb_features(weights), fewshot_k, seed, split,
                                       val_split="task.val_split=null" not in overrides)
     assert_same_predictions(ours, logits)
+    if weights is None:  # validation scores that differ along the grid: the search's comparisons are compared too
+        assert len(set(metrics["linear_probe"]["per_seed"][0]["search"].values())) > 2
     assert rows["lp_weight_decay"]["value"] == cb["weight_decay"]
     assert rows["lp_top1"]["value"] == pytest.approx(cb["lp_acc1"], abs=1e-12)
     assert rows["lp_top5"]["value"] == pytest.approx(cb["lp_acc5"], abs=1e-12)
