@@ -176,15 +176,21 @@ def test_feature_cache_key_covers_split_transform_normalisation_and_data(tmp_pat
     assert not features(data="d1")[1]  # the files changed on disk
 
 
-def test_a_later_run_adds_a_validation_split(tmp_path, toy_root, on_cpu_as_cuda, capsys):
-    """Train and test features come from the first run's cache; the validation split is extracted. (clip_benchmark
-    finds its cache by targets_train.pt and then fails to load features_val.pt, shown last.)"""
+def test_a_later_run_adds_a_validation_split(tmp_path, toy_root, on_cpu_as_cuda, caplog):
+    """Train and test features come from the first run's cache; the validation split is extracted. Extraction
+    and fit times are reported apart. (clip_benchmark finds its cache by targets_train.pt and then fails to
+    load features_val.pt, shown last.)"""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="clipbench.tasks.linear_probe")
     run_probe(tmp_path, toy_root, "task.val_split=null", "task.epochs=2", name="first")
-    capsys.readouterr()
+    caplog.clear()
     rows, metrics, _ = run_probe(tmp_path, toy_root, "task.val_split=val", "task.epochs=2", name="second")
-    assert "features of split(s) test, train from the cache" in capsys.readouterr().out
-    assert metrics["linear_probe"]["samples"]["val"] > 0 and len(metrics["linear_probe"]["per_seed"][0]["search"]) >= 7
-    assert rows["lp_weight_decay"]["value"] > 0
+    assert "features of split(s) test, train from the cache" in caplog.text
+    assert "linear probe: extraction" in caplog.text and ", fit " in caplog.text
+    probe = metrics["linear_probe"]
+    assert probe["samples"]["val"] > 0 and len(probe["per_seed"][0]["search"]) >= 7
+    assert probe["fit_seconds"] > 0 and probe["extraction_seconds"] > 0 and rows["lp_weight_decay"]["value"] > 0
 
     from clip_benchmark.metrics import linear_probe
 

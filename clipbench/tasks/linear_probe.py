@@ -5,6 +5,7 @@ evaluated on the test split (``dataset.split``). Features come from one cached p
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 import time
 
@@ -29,6 +30,7 @@ from clipbench.runtime import Throughput
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
 PREFIX = "lp_"
+log = logging.getLogger(__name__)
 
 
 def split_dataset(dataset_cfg, split: str, key: str, test):
@@ -77,7 +79,7 @@ def extract_splits(model, dataset, cfg: LinearProbeConfig, ctx: RunContext, mete
         if not len(out[role].targets):
             raise DataError(f"split {split_cfg.split!r} of {split_cfg.name} has no readable image")
     if cached:
-        print(f"linear probe: features of split(s) {', '.join(cached)} from the cache")
+        log.info("linear probe: features of split(s) %s from the cache", ", ".join(cached))
     return out
 
 
@@ -137,9 +139,8 @@ def evaluate(model, dataset, method, cfg: LinearProbeConfig, ctx: RunContext) ->
     regulariser = f"{PREFIX}{fits[0].regulariser}"
     metrics = {name: float(np.mean([m[name] for m in per_seed])) for name in per_seed[0]}
     metrics[regulariser] = float(statistics.median_low(f.value for f in fits))
-    print(f"linear probe: extraction {extraction_seconds:.1f} s ({meter.items} images encoded, "
-          f"{meter.forward_items_per_s:.1f} items/s forward), fit {fit_seconds:.1f} s "
-          f"({cfg.protocol}, {len(cfg.seeds)} seed(s))")
+    log.info("linear probe: extraction %.1f s (%d images encoded, %.1f items/s forward), fit %.1f s (%s, %d seed(s))",
+             extraction_seconds, meter.items, meter.forward_items_per_s, fit_seconds, cfg.protocol, len(cfg.seeds))
     skipped = sum(f.skipped for f in features.values())
     return TaskResult(
         metrics=metrics,
