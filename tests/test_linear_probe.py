@@ -113,8 +113,8 @@ def assert_same_predictions(ours, logits):
 
 
 @pytest.mark.parametrize("weights,fewshot_k,overrides", [
-    ("toy", -1, []),  # weight decay searched on the named val split, final fit on train + val
-    (None, -1, []),  # random init: the validation scores differ along the grid, the search moves
+    (None, -1, []),  # weight decay searched on the named val split, final fit on train + val (random init: the
+                     # validation scores differ along the grid; the toy weights score every point alike)
     (None, 1, ["task.val_split=null", "task.val_proportion=0.3", "task.seeds=[3]"]),  # a seeded share; shots only
     ("toy", -1, ["task.val_split=null", "task.seeds=[5]"]),  # no validation: weight decay 0
 ])
