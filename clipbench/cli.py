@@ -115,7 +115,7 @@ clipbench evaluates CLIP-family models; every setting is a Hydra override (key=v
 Offline, on the generated toy world and the bundled toy CLIP:
   clipbench-toy-world                     # writes data/toy (elsewhere: --out DIR and paths.toy=DIR)
   clipbench +toy=zeroshot                 # or +toy=rec, region_cls, pointcloud, clipscore, retrieval,
-                                          #   compositionality, multilingual
+                                          #   linear_probe, compositionality, multilingual
   clipbench -m experiment=toy_default     # every task, with the methods that apply to each
 
 On your own data and weights:

@@ -276,6 +276,7 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
         limit=v.run.limit, save_predictions=v.run.save_predictions, cache_dir=v.run.cache_dir,
         progress=v.run.progress, examples=v.logger.wandb.examples if "wandb" in v.logger.backends else 0,
+        dataset_config=v.dataset,
     )
     return Built(device, dataset, model, method, ctx)
 
@@ -298,7 +299,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
 
     ``identity``: the config hash and the weights fingerprint, what resume matches a row on."""
     from clipbench.fingerprints import data_fingerprint
-    from clipbench.metrics.uncertainty import bootstrap_interval
+    from clipbench.metrics.uncertainty import bootstrap_interval, seed_interval
     from clipbench.results.environment import env_key, environment_record
     from clipbench.runtime import peak_memory_mb
 
@@ -345,6 +346,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
     intervals, by_outcome = {}, {}  # a metric reported under two names is resampled once
     for name, outcome in result.outcomes.items():
         if name not in metrics:  # e.g. top5 over fewer than 5 classes is not reported
+            continue
+        if len(result.seed_values.get(name, ())) > 1:  # several seeds: the interval is across them
+            intervals[name] = seed_interval(result.seed_values[name], v.run.ci.level)
             continue
         if id(outcome) not in by_outcome:
             by_outcome[id(outcome)] = bootstrap_interval(outcome, v.run.ci.resamples, v.run.ci.level, v.run.seed)

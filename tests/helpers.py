@@ -26,10 +26,14 @@ def tmp_overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 def load_script(name: str):
     """A module from scripts/ (not an installed package)."""
+    return load_module(Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+
+
+def load_module(path: Path):
+    """A Python file outside the package (scripts/, benchmarks/) as a module."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -27,6 +27,8 @@ def test_clipbench_list_tables(capsys):
     assert "refcoco" in rec and "falip_subtract" in rec and "red_circle_falip" in rec and "cifar100" not in rec
     (clipscore,) = _rows(out, "clipscore")
     assert "flickr8k_expert" in clipscore and "falip" not in clipscore  # clipscore takes method=clip only
+    (probe,) = _rows(out, "linear_probe")
+    assert "imagefolder" in probe and "clip_benchmark" in probe and "falip" not in probe
     list_main(["experiments"])
     assert _rows(capsys.readouterr().out, "toy_default")
     list_main(["models", "--filter", TINY_ARCH])

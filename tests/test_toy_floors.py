@@ -2,7 +2,7 @@
 
 Floors (README, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
 on the hard split, FALIP above crop; point clouds (PointCLIP V1) >= 0.60, CLIP-S Kendall tau-c >= 0.40,
-retrieval R@5 >= 0.80; SugarCrepe-style text score >= 0.90 on add_att, add_obj, replace_att, replace_obj
+retrieval R@5 >= 0.80, linear-probe top-1 >= 0.90; SugarCrepe-style text score >= 0.90 on add_att, add_obj, replace_att, replace_obj
 and >= 0.70 on swap_att (replace_rel and swap_obj: chance, no floor), Winoground-style group score >= 0.30;
 English XTD10-layout R@5 >= 0.80 (German and French: chance, no floor). Here the split is small, so each
 check keeps a margin below its floor.
@@ -69,3 +69,7 @@ def test_multilingual_floor_english_only(tmp_path, toy_root, monkeypatch):
     assert english["image_retrieval_recall@5"] >= 0.75 and english["text_retrieval_recall@5"] >= 0.75
     # the toy model knows English words only: German captions sit near chance (5 of 30 images)
     assert german["image_retrieval_recall@5"] <= english["image_retrieval_recall@5"] - 0.5
+
+
+def test_linear_probe_floor(tmp_path, toy_root, monkeypatch):
+    assert _metrics(tmp_path, toy_root, monkeypatch, "+toy=linear_probe")["lp_top1"] >= 0.85

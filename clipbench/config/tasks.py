@@ -171,6 +171,59 @@ def _angle_list(value: Any, key: str) -> list[tuple[float, float, float]]:
     return out
 
 
+LP_PROTOCOLS = ("clip_benchmark", "openai")
+
+
+@dataclass
+class LinearProbeConfig:
+    """A linear classifier on frozen image features: clip_benchmark's protocol by default (its CLI defaults:
+    ``--fewshot_lr 0.1 --fewshot_epochs 10 --batch_size 64 --fewshot_k -1 --seed 0``), or ``openai``."""
+
+    name: str = "linear_probe"
+    protocol: str = "clip_benchmark"  # clip_benchmark (AdamW, weight-decay search) | openai (L-BFGS, C search)
+    train_split: str = "train"
+    val_split: str | None = None  # a named validation split (clip_benchmark's --val_split) ...
+    val_proportion: float | None = None  # ... or this share of the train split (--val_proportion); none: no search
+    fewshot_k: int = -1  # shots per class; -1: the whole train split
+    seeds: list[int] = field(default_factory=lambda: [0])  # one fit (and shot subset / validation split) per seed
+    lr: float = 0.1
+    epochs: int = 10
+    batch_size: int = 64  # the fit's batches (extraction uses the run's batch_size)
+    normalize: bool = True  # unit-length features, as clip_benchmark's Featurizer
+    amp: bool = True  # the fit under autocast on CUDA (clip_benchmark's default; never on CPU)
+    max_iter: int = 1000  # openai: L-BFGS iterations
+    topk: list[int] = field(default_factory=lambda: [1, 5])
+
+    def validate(self) -> None:
+        if self.protocol not in LP_PROTOCOLS:
+            raise ConfigError("task.protocol", f"{self.protocol!r} is not allowed; use one of {list(LP_PROTOCOLS)}")
+        if self.val_split is not None and self.val_proportion is not None:
+            raise ConfigError("task.val_split", "give task.val_split or task.val_proportion, not both")
+        if self.val_proportion is not None and not 0 < self.val_proportion < 1:
+            raise ConfigError("task.val_proportion", f"must be in (0, 1) or null, got {self.val_proportion}")
+        if self.val_split is not None and self.val_split == self.train_split:
+            raise ConfigError("task.val_split", f"is the train split ({self.train_split!r}); name another or use task.val_proportion")
+        if self.protocol == "openai" and not self.searches():
+            raise ConfigError("task.protocol", "openai searches C on a validation split: set task.val_split or "
+                              "task.val_proportion (e.g. 0.2)")
+        if self.fewshot_k == 0 or self.fewshot_k < -1:
+            raise ConfigError("task.fewshot_k", f"must be -1 (the whole train split) or >= 1, got {self.fewshot_k}")
+        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("task.seeds", f"must be a non-empty list of distinct integers >= 0, got {self.seeds}")
+        for key in ("lr",):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"task.{key}", f"must be > 0, got {getattr(self, key)}")
+        for key in ("epochs", "batch_size", "max_iter"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"task.{key}", f"must be >= 1, got {getattr(self, key)}")
+        if not self.topk or any(k < 1 for k in self.topk):
+            raise ConfigError("task.topk", f"must be a list of integers >= 1, got {self.topk}")
+
+    def searches(self) -> bool:
+        """Whether the regulariser is searched on a validation split."""
+        return self.val_split is not None or self.val_proportion is not None
+
+
 TASK_CONFIGS: dict[str, type] = {
     "zeroshot": ZeroShotConfig,
     "rec": RecConfig,
@@ -179,4 +232,5 @@ TASK_CONFIGS: dict[str, type] = {
     "compositionality": CompositionalityConfig,
     "clipscore": ClipScoreConfig,
     "pointcloud": PointCloudTaskConfig,
+    "linear_probe": LinearProbeConfig,
 }

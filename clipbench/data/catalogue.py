@@ -349,7 +349,7 @@ def _shard_stamp(path) -> list:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
-@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval", "compositionality"})
+@register_dataset(CATALOGUE, ClipBenchmarkConfig, tasks={"zeroshot", "retrieval", "compositionality", "linear_probe"})
 def build_clip_benchmark(cfg: ClipBenchmarkConfig):
     root = cfg.resolved_root()
     if is_selection(cfg.name):

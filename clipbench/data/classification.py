@@ -152,7 +152,7 @@ def _read_pickle(path: Path) -> dict:
         return _PlainUnpickler(f, encoding="latin1").load()
 
 
-@register_dataset("cifar100", CifarConfig, tasks={"zeroshot"})
+@register_dataset("cifar100", CifarConfig, tasks={"zeroshot", "linear_probe"})
 def build_cifar100(cfg: CifarConfig) -> Cifar100:
     return Cifar100(cfg.root, cfg.split, cfg.download, cfg.check_integrity)
 
@@ -201,7 +201,7 @@ class ImageFolder(ClassificationDataset):
         return self.items[index][1]
 
 
-@register_dataset("imagefolder", ImageFolderConfig, tasks={"zeroshot"})
+@register_dataset("imagefolder", ImageFolderConfig, tasks={"zeroshot", "linear_probe"})
 def build_imagefolder(cfg: ImageFolderConfig) -> ImageFolder:
     return ImageFolder(cfg.root, cfg.split, cfg.classnames)
 
@@ -255,6 +255,6 @@ class HFClassification(ClassificationDataset):
         return self.labels[index]
 
 
-@register_dataset("hf", HFConfig, tasks={"zeroshot"})
+@register_dataset("hf", HFConfig, tasks={"zeroshot", "linear_probe"})
 def build_hf(cfg: HFConfig) -> HFClassification:
     return HFClassification(cfg)

@@ -180,6 +180,17 @@ def _resample(outcome_stat: Callable[[np.ndarray], np.ndarray], k: int, resample
     )
 
 
+def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of per-seed values (the spread across seeds); NaNs below 2 seeds."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
 def bootstrap_interval(outcome: Outcome, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """The percentile-bootstrap interval of the metric, resampling clusters; NaNs below 2 clusters."""
     codes, k = _clusters(outcome)

@@ -10,7 +10,7 @@ import pandas as pd
 from clipbench.models.weights import model_label
 from clipbench.results.table import UNDEFINED
 
-FRACTION_METRIC = re.compile(r"^(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
+FRACTION_METRIC = re.compile(r"^(lp_)?(top\d+|accuracy|mean_per_class_recall)(_|$)|recall@\d+|(^|_)accuracy_")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 

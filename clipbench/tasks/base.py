@@ -51,6 +51,7 @@ class RunContext:
     cache_dir: str | None = None
     progress: bool = True
     examples: int = 0  # samples kept with their image for the logger (REC: logger.wandb.examples); 0 = none
+    dataset_config: Any = None  # the validated dataset config (tasks that read further splits of it)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class TaskResult:
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)  # the first ctx.examples samples, with their image
+    seed_values: dict[str, list[float]] = field(default_factory=dict)  # a metric over seeds: its interval is across them
 
     def n_for(self, metric: str) -> int:
         return self.metric_n.get(metric, self.n)

@@ -9,6 +9,7 @@ in a checkout is the same.
 
 Layout under --out:
   cifar/cifar-100-python/{train,test,meta}      colour x shape classes ("red circle", ...), 32x32
+  linprobe/{train,val,test}/<class>/*.png       the same classes in image-folder layout, for the linear probe
   refcoco/{refs(unc).p,instances.json}          REC scenes; split val = normal, testB = the hard subset
                                                 (every distractor shares the target's colour or shape;
                                                 one shares both, at the other size: "big"/"small" tells them apart)
@@ -40,18 +41,19 @@ from clipbench.toy.writers.caption_selection import (
     write_sugar_crepe,
     write_winoground,
 )
-from clipbench.toy.writers.classification import write_cifar100
+from clipbench.toy.writers.classification import write_cifar100, write_imagefolder
 from clipbench.toy.writers.clipscore_corpora import write_flickr8k
 from clipbench.toy.writers.pointclouds import write_modelnet40
 from clipbench.toy.writers.refer import write_refer
 from clipbench.toy.writers.regions import write_coco_regions
 from clipbench.toy.writers.retrieval_galleries import write_karpathy
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 BASE_SIZES = {
     "cifar_train": 300, "cifar_test": 600, "rec_val": 200, "rec_hard": 120, "regions": 150,
     "points_train": 240, "points_test": 300, "judged_images": 120, "gallery": 120,
     "sugar_crepe": 100, "winoground": 100, "translated": 120,
+    "probe_train": 240, "probe_val": 90, "probe_test": 300,
 }
 
 
@@ -65,6 +67,12 @@ def write_classification(out: Path, seed: int, sizes: dict) -> None:
     for split, n, offset in (("train", sizes["cifar_train"], 100), ("test", sizes["cifar_test"], 0)):
         data = tw.classification_samples(n, seed + offset, size=32)
         write_cifar100(out / "cifar", split, np.stack([np.asarray(im) for im in data.images]), data.labels.tolist(), data.class_names)
+
+
+def write_probe_set(out: Path, seed: int, sizes: dict) -> None:
+    for split, offset in (("train", 200), ("val", 300), ("test", 400)):
+        data = tw.classification_samples(sizes[f"probe_{split}"], seed + offset, size=32)
+        write_imagefolder(out / "linprobe", split, data.images, data.labels.tolist(), data.class_names)
 
 
 def write_rec(out: Path, seed: int, sizes: dict) -> None:
@@ -156,7 +164,7 @@ def write_translated(out: Path, seed: int, sizes: dict) -> None:
         write_multilingual_captions(out / "xtd10", "xtd10", language, paths, texts)
 
 
-PARTS = [write_classification, write_rec, write_regions, write_points, write_judgments, write_gallery,
+PARTS = [write_classification, write_probe_set, write_rec, write_regions, write_points, write_judgments, write_gallery,
          write_compositionality, write_translated]
 
 

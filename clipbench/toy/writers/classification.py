@@ -40,3 +40,15 @@ def write_cifar100(
     with open(base / CIFAR_META, "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return base
+
+
+def write_imagefolder(root: str | Path, split: str, images: Sequence, labels: Sequence[int], classnames: Sequence[str]) -> Path:
+    """``root/split/<class folder>/<index>.png``, torchvision's ImageFolder layout (class folders with ``_`` for
+    spaces, as ``dataset=imagefolder`` reads them back), one folder per class even when it has no image."""
+    base = Path(root) / split
+    folders = [c.replace(" ", "_") for c in classnames]
+    for folder in folders:
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        image.save(base / folders[int(label)] / f"{i:06d}.png")
+    return base
