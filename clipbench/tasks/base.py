@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from clipbench.distributed import SINGLE, Ranks
 from clipbench.errors import ConfigError
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
@@ -50,6 +51,7 @@ class RunContext:
     save_predictions: bool = False
     cache_dir: str | None = None
     progress: bool = True
+    ranks: Ranks = SINGLE  # this process's share of a run sharded over ranks (clipbench/distributed.py)
 
 
 @dataclass
