@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -146,8 +147,8 @@ def _peer_failure(ranks: Ranks, exc: Exception) -> str:
         pass
     if failed:
         return "; ".join(failed)
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"rank {ranks.rank}: another rank was killed or stopped answering ({first[:200]})"
+    first = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0]) if str(exc) else type(exc).__name__  # gloo's source path
+    return f"rank {ranks.rank}: another rank was killed or stopped answering ({first[:120]})"
 
 
 def report_failure(ranks: Ranks, exc: BaseException) -> None:

@@ -1,0 +1,174 @@
+"""One evaluation sharded over 2 gloo ranks on CPU gives exactly the rows, outcomes and predictions of one
+process, for every task; a failing rank ends the run on every rank with one line and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from helpers import compose_config
+
+from clipbench.distributed import Ranks, index_batches
+from clipbench.errors import ClipbenchError
+from clipbench.results.csv_store import read_results
+
+TASKS = ("zeroshot", "retrieval", "rec", "region_cls", "pointcloud", "clipscore")
+COMPARED = ["task", "metric", "value", "n", "ci_low", "ci_high", "config_hash"]
+
+
+def _overrides(toy_root: Path, out: Path, task: str, limit: int) -> list[str]:
+    # batch_size=4 and limit=10: three batches, so rank 0 evaluates two and rank 1 one (uneven shards)
+    return [f"+toy={task}", f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", "batch_size=4",
+            f"limit={limit}", "save_predictions=true", f"results_csv={out / 'results.csv'}", f"cache_dir={out / 'cache'}"]
+
+
+COMPARED_JOBS = [(task, task, 10) for task in TASKS] + [("zeroshot_one_sample", "zeroshot", 1)]  # limit=1: rank 1 gets nothing
+FAILING = ("fails_on_rank_1", "zeroshot", 9)  # last: a failed run leaves no process group behind it
+
+
+def _run_jobs(out: Path, toy_root: Path, jobs, rank: int = 0) -> None:
+    """Each job in this process; its error, if any, is kept in ``<job>.error.<rank>`` (a rank that raised would
+    make torch.multiprocessing terminate the others before they report theirs)."""
+    from clipbench.runner import run
+
+    for name, task, limit in jobs:
+        if name == FAILING[0] and rank == 1:
+            _fail_reading_images()
+        try:
+            run(compose_config(_overrides(toy_root, out, task, limit)), out / name)
+        except Exception as exc:
+            prefix = "" if isinstance(exc, ClipbenchError) else f"{type(exc).__name__}: "
+            (out / f"{name}.error.{rank}").write_text(prefix + str(exc))
+
+
+def _fail_reading_images() -> None:
+    from clipbench.data.classification import Cifar100
+
+    def unreadable(self, index):
+        raise ValueError(f"boom at {index}")
+
+    Cifar100.image = unreadable
+
+
+def _rank(rank: int, world: int, port: int, out: Path, toy_root: Path, jobs) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # as the reference run: the same kernels on the same batches
+    _run_jobs(out, toy_root, jobs, rank)
+
+
+def _spawn(world: int, out: Path, toy_root: Path, jobs) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(world, port, out, toy_root, jobs), nprocs=world)
+
+
+@pytest.fixture(scope="module")
+def single_and_sharded(toy_root, tmp_path_factory):
+    single, sharded = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("sharded")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run_jobs(single, toy_root, COMPARED_JOBS)
+    finally:
+        torch.set_num_threads(threads)
+    _spawn(2, sharded, toy_root, [*COMPARED_JOBS, FAILING])
+    return single, sharded
+
+
+def test_two_ranks_write_the_rows_of_one_process(single_and_sharded):
+    single, sharded = single_and_sharded
+    errors = [p for p in [*single.glob("*.error.*"), *sharded.glob("*.error.*")] if not p.name.startswith(FAILING[0])]
+    assert not errors, [p.read_text() for p in errors]
+    one, two = read_results(single / "results.csv"), read_results(sharded / "results.csv")
+    assert sorted(set(two["task"])) == sorted(TASKS)
+    assert one[COMPARED].reset_index(drop=True).equals(two[COMPARED].reset_index(drop=True))
+    assert set(one["world_size"]) == {1} and set(two["world_size"]) == {2}
+    assert two["ci_low"].notna().any()
+
+
+@pytest.mark.parametrize("job", [name for name, _, _ in COMPARED_JOBS])
+def test_two_ranks_save_the_outcomes_and_predictions_of_one_process(single_and_sharded, job):
+    single, sharded = single_and_sharded
+    a, b = np.load(single / job / "outcomes.npz", allow_pickle=True), np.load(sharded / job / "outcomes.npz", allow_pickle=True)
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+        if key != "run_id":
+            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+    predictions = [run / job / "predictions.csv" for run in (single, sharded)]
+    assert [p.is_file() for p in predictions] == [job != "retrieval"] * 2  # retrieval writes none
+    if job != "retrieval":
+        assert predictions[0].read_text() == predictions[1].read_text()
+    metrics = json.loads((sharded / job / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["n"] == json.loads((single / job / "metrics.json").read_text())["n"]
+
+
+def test_only_rank_0_writes(single_and_sharded):
+    _, sharded = single_and_sharded
+    runs = sorted(p.name for p in sharded.iterdir() if p.is_dir() and p.name != "cache")
+    assert runs == sorted(name for name, _, _ in [*COMPARED_JOBS, FAILING])  # rank 1 made no run directory of its own
+    rows = read_results(sharded / "results.csv")
+    assert len(rows) == len(set(zip(rows["config_hash"], rows["metric"])))  # one set of rows per run
+
+
+def test_a_failing_rank_ends_the_run_on_every_rank_and_resume_reruns_it(single_and_sharded, toy_root):
+    _, sharded = single_and_sharded
+    name, task, limit = FAILING
+    assert (sharded / f"{name}.error.1").read_text().startswith("ValueError: boom at")  # its own error
+    seen_by_rank_0 = (sharded / f"{name}.error.0").read_text()
+    assert seen_by_rank_0.startswith("rank 1 failed: ValueError: boom at") and "\n" not in seen_by_rank_0
+    assert not (sharded / name / "metrics.json").exists()
+    hashes = set(read_results(sharded / "results.csv")["config_hash"])
+    from clipbench.runner import run
+
+    rows = run(compose_config([*_overrides(toy_root, sharded, task, limit), "resume=true"]), sharded / "again")
+    assert rows and rows[0]["world_size"] == 1 and rows[0]["config_hash"] not in hashes  # no row was written
+
+
+def test_shares_are_contiguous_blocks_in_rank_order():
+    batches = index_batches(10, 4)
+    assert [list(b) for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    for world in (1, 2, 3, 5):
+        shares = [Ranks(r, world).share(batches) for r in range(world)]
+        assert [b for share in shares for b in share] == batches
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+class _TwoRanks:
+    world_size = 2
+
+    def __init__(self, values):
+        self.values = values
+
+    def each(self, _):
+        return self.values
+
+
+def test_throughput_is_summed_over_ranks_and_peak_memory_is_the_largest():
+    from types import SimpleNamespace
+
+    from clipbench.runner import run_usage
+
+    result = SimpleNamespace(throughput=SimpleNamespace(items=6), n=9)
+    usage = run_usage(_TwoRanks([(6, 2.0, 100.0), (3, 1.5, 300.0)]), torch.device("cpu"), result, 2.0)
+    assert (usage.items_per_s, usage.peak_mem_mb, usage.world_size) == (6 / 2.0 + 3 / 1.5, 300.0, 2)
+
+
+def test_scaling_benchmark_runs_quick(toy_root):
+    """torchrun itself: 1 and 2 ranks of toy zero-shot give identical rows (the benchmark checks), and a table."""
+    import subprocess
+    import sys
+
+    benchmark = Path(__file__).resolve().parent.parent / "benchmarks" / "distributed_scaling.py"
+    proc = subprocess.run([sys.executable, str(benchmark), "--quick", "--tasks", "zeroshot", "--toy-root", str(toy_root)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("zeroshot"))
+    assert row[1] == "64" and float(row[4]) > 0  # n, speedup
