@@ -172,3 +172,22 @@ def test_scaling_benchmark_runs_quick(toy_root):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("zeroshot"))
     assert row[1] == "64" and float(row[4]) > 0  # n, speedup
+
+
+def test_a_submitit_slurm_job_with_several_tasks_gives_the_ranks(monkeypatch):
+    from clipbench.distributed import launched_ranks
+
+    exported = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    for key in exported:  # restored (removed) after the test: export() sets them in os.environ
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "123", "SLURM_NTASKS": "4", "SLURM_JOB_NUM_NODES": "2",
+             "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_PROCID": "3", "SLURM_LOCALID": "1"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert launched_ranks() == Ranks(rank=3, world_size=4, local_rank=1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["WORLD_SIZE"] == "4"  # the rendezvous for env://
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    for key in exported:
+        monkeypatch.delenv(key)
+    assert launched_ranks() == Ranks()
