@@ -57,7 +57,8 @@ def app(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     experiment = hc.runtime.choices.get("experiment")
     multirun = hc.mode == RunMode.MULTIRUN
-    ends_on_error = not multirun or launched_ranks().distributed  # the ranks of a failed run cannot go on together
+    ranks = launched_ranks()
+    ends_on_error = not multirun or ranks.distributed  # the ranks of a failed run cannot go on together
     try:
         rows = run(cfg, Path(hc.runtime.output_dir), experiment, hc.runtime.choices.get("method"))
         value = optimized_value(cfg.get("optimized_metric"), rows)
@@ -80,7 +81,8 @@ def app(cfg: DictConfig) -> float | None:
     else:
         if multirun:
             _clear_failure()
-        print(f"run directory: {hc.runtime.output_dir}")
+        if ranks.is_main:  # the other ranks' run directory is a temporary folder
+            print(f"run directory: {hc.runtime.output_dir}")
         return value
     return None
 

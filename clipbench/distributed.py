@@ -91,7 +91,7 @@ def launched_ranks() -> Ranks:
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         from submitit.helpers import TorchDistributedEnvironment
 
-        env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)  # asked more than once per process
         return Ranks(env.rank, env.world_size, env.local_rank)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
