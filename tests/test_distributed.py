@@ -22,14 +22,26 @@ TASKS = ("zeroshot", "retrieval", "rec", "region_cls", "pointcloud", "clipscore"
 COMPARED = ["task", "metric", "value", "n", "ci_low", "ci_high", "config_hash"]
 
 
-def _overrides(toy_root: Path, out: Path, task: str, limit: int) -> list[str]:
+def _overrides(toy_root: Path, out: Path, *job: str) -> list[str]:
     # batch_size=4 and limit=10: three batches, so rank 0 evaluates two and rank 1 one (uneven shards)
-    return [f"+toy={task}", f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", "batch_size=4",
-            f"limit={limit}", "save_predictions=true", f"results_csv={out / 'results.csv'}", f"cache_dir={out / 'cache'}"]
+    return [f"paths.toy={toy_root}", "device=cpu", "num_workers=0", "progress=false", "batch_size=4",
+            "save_predictions=true", f"results_csv={out / 'results.csv'}", f"cache_dir={out / 'cache'}", *job]
 
 
-COMPARED_JOBS = [(task, task, 10) for task in TASKS] + [("zeroshot_one_sample", "zeroshot", 1)]  # limit=1: rank 1 gets nothing
-FAILING = ("fails_on_rank_1", "zeroshot", 9)  # last: a failed run leaves no process group behind it
+def _toy(task: str, limit: int) -> tuple[str, ...]:
+    return f"+toy={task}", f"limit={limit}"
+
+
+def _compared_jobs(suite: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, overrides): every toy task; a rank with no sample (limit=1); clip_benchmark's webdataset shards
+    (12 samples in shards of 5, so batches straddle shards), single- and multi-label."""
+    wds = [(f"wds_{name}", ("task=zeroshot", "dataset=clip_benchmark", f"dataset.name=wds/{name}",
+                            f"dataset.root={suite}")) for name in WDS_SUITE]
+    return [(task, _toy(task, 10)) for task in TASKS] + [("zeroshot_one_sample", _toy("zeroshot", 1))] + wds
+
+
+WDS_SUITE = {"cars": 7, "voc2007_multilabel": 5}
+FAILING = ("fails_on_rank_1", _toy("zeroshot", 9))  # last: a failed run leaves no process group behind it
 
 
 def _run_jobs(out: Path, toy_root: Path, jobs, rank: int = 0) -> None:
@@ -37,11 +49,11 @@ def _run_jobs(out: Path, toy_root: Path, jobs, rank: int = 0) -> None:
     make torch.multiprocessing terminate the others before they report theirs)."""
     from clipbench.runner import run
 
-    for name, task, limit in jobs:
+    for name, job in jobs:
         if name == FAILING[0] and rank == 1:
             _fail_reading_images()
         try:
-            run(compose_config(_overrides(toy_root, out, task, limit)), out / name)
+            run(compose_config(_overrides(toy_root, out, *job)), out / name)
         except Exception as exc:
             prefix = "" if isinstance(exc, ClipbenchError) else f"{type(exc).__name__}: "
             (out / f"{name}.error.{rank}").write_text(prefix + str(exc))
@@ -72,55 +84,63 @@ def _spawn(world: int, out: Path, toy_root: Path, jobs) -> None:
 
 @pytest.fixture(scope="module")
 def single_and_sharded(toy_root, tmp_path_factory):
+    from clipbench.toy.writers.catalogue import write_generated_suite
+
+    suite = write_generated_suite(tmp_path_factory.mktemp("suite"), WDS_SUITE, n=12, seed=3, shard_size=5)
+    jobs = _compared_jobs(suite)
     single, sharded = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("sharded")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run_jobs(single, toy_root, COMPARED_JOBS)
+        _run_jobs(single, toy_root, jobs)
     finally:
         torch.set_num_threads(threads)
-    _spawn(2, sharded, toy_root, [*COMPARED_JOBS, FAILING])
-    return single, sharded
+    _spawn(2, sharded, toy_root, [*jobs, FAILING])
+    return single, sharded, [name for name, _ in jobs]
 
 
 def test_two_ranks_write_the_rows_of_one_process(single_and_sharded):
-    single, sharded = single_and_sharded
+    single, sharded, _ = single_and_sharded
     errors = [p for p in [*single.glob("*.error.*"), *sharded.glob("*.error.*")] if not p.name.startswith(FAILING[0])]
     assert not errors, [p.read_text() for p in errors]
     one, two = read_results(single / "results.csv"), read_results(sharded / "results.csv")
-    assert sorted(set(two["task"])) == sorted(TASKS)
+    assert sorted(set(two["task"])) == sorted(TASKS) and {"wds/cars", "wds/voc2007_multilabel"} <= set(two["dataset"])
     assert one[COMPARED].reset_index(drop=True).equals(two[COMPARED].reset_index(drop=True))
     assert set(one["world_size"]) == {1} and set(two["world_size"]) == {2}
     assert two["ci_low"].notna().any()
 
 
-@pytest.mark.parametrize("job", [name for name, _, _ in COMPARED_JOBS])
-def test_two_ranks_save_the_outcomes_and_predictions_of_one_process(single_and_sharded, job):
-    single, sharded = single_and_sharded
-    a, b = np.load(single / job / "outcomes.npz", allow_pickle=True), np.load(sharded / job / "outcomes.npz", allow_pickle=True)
-    assert sorted(a.files) == sorted(b.files)
+def test_two_ranks_save_the_outcomes_and_predictions_of_one_process(single_and_sharded):
+    single, sharded, jobs = single_and_sharded
+    for job in jobs:
+        _same_run_files(single / job, sharded / job, job)
+
+
+def _same_run_files(single: Path, sharded: Path, job: str) -> None:
+    a, b = np.load(single / "outcomes.npz", allow_pickle=True), np.load(sharded / "outcomes.npz", allow_pickle=True)
+    assert sorted(a.files) == sorted(b.files), job
     for key in a.files:
         if key != "run_id":
-            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
-    predictions = [run / job / "predictions.csv" for run in (single, sharded)]
-    assert [p.is_file() for p in predictions] == [job != "retrieval"] * 2  # retrieval writes none
+            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), (job, key)
+    predictions = [run / "predictions.csv" for run in (single, sharded)]
+    assert [p.is_file() for p in predictions] == [job != "retrieval"] * 2, job  # retrieval writes none
     if job != "retrieval":
-        assert predictions[0].read_text() == predictions[1].read_text()
-    metrics = json.loads((sharded / job / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["n"] == json.loads((single / job / "metrics.json").read_text())["n"]
+        assert predictions[0].read_text() == predictions[1].read_text(), job
+    metrics = json.loads((sharded / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["n"] == json.loads((single / "metrics.json").read_text())["n"], job
 
 
 def test_only_rank_0_writes(single_and_sharded):
-    _, sharded = single_and_sharded
+    _, sharded, jobs = single_and_sharded
     runs = sorted(p.name for p in sharded.iterdir() if p.is_dir() and p.name != "cache")
-    assert runs == sorted(name for name, _, _ in [*COMPARED_JOBS, FAILING])  # rank 1 made no run directory of its own
+    assert runs == sorted([*jobs, FAILING[0]])  # rank 1 made no run directory of its own
     rows = read_results(sharded / "results.csv")
     assert len(rows) == len(set(zip(rows["config_hash"], rows["metric"])))  # one set of rows per run
 
 
 def test_a_failing_rank_ends_the_run_on_every_rank_and_resume_reruns_it(single_and_sharded, toy_root):
-    _, sharded = single_and_sharded
-    name, task, limit = FAILING
+    _, sharded, _ = single_and_sharded
+    name, job = FAILING
     assert (sharded / f"{name}.error.1").read_text().startswith("ValueError: boom at")  # its own error
     seen_by_rank_0 = (sharded / f"{name}.error.0").read_text()
     assert seen_by_rank_0.startswith("rank 1 failed: ValueError: boom at") and "\n" not in seen_by_rank_0
@@ -128,7 +148,7 @@ def test_a_failing_rank_ends_the_run_on_every_rank_and_resume_reruns_it(single_a
     hashes = set(read_results(sharded / "results.csv")["config_hash"])
     from clipbench.runner import run
 
-    rows = run(compose_config([*_overrides(toy_root, sharded, task, limit), "resume=true"]), sharded / "again")
+    rows = run(compose_config(_overrides(toy_root, sharded, *job, "resume=true")), sharded / "again")
     assert rows and rows[0]["world_size"] == 1 and rows[0]["config_hash"] not in hashes  # no row was written
 
 
