@@ -51,25 +51,28 @@ def optimized_value(metric: str | None, rows: list[dict]) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
     quiet_third_party_output()  # again here: joblib and submitit jobs run in fresh processes
+    from clipbench.distributed import launched_ranks
     from clipbench.runner import run
 
     hc = HydraConfig.get()
     experiment = hc.runtime.choices.get("experiment")
     multirun = hc.mode == RunMode.MULTIRUN
+    ranks = launched_ranks()
+    ends_on_error = not multirun or ranks.distributed  # the ranks of a failed run cannot go on together
     try:
         rows = run(cfg, Path(hc.runtime.output_dir), experiment, hc.runtime.choices.get("method"))
         value = optimized_value(cfg.get("optimized_metric"), rows)
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         _log_to_files(f"error: {exc}")
-        if not multirun:
+        if ends_on_error:
             sys.exit(2)
         _record_failure(exc)
         if cfg.get("optimized_metric"):
             raise  # the hyper-parameter sweeper marks the trial failed
     except Exception as exc:
         _log_to_files(traceback.format_exc())
-        if not multirun:
+        if ends_on_error:
             raise
         traceback.print_exc()
         _record_failure(exc)
@@ -78,7 +81,8 @@ def app(cfg: DictConfig) -> float | None:
     else:
         if multirun:
             _clear_failure()
-        print(f"run directory: {hc.runtime.output_dir}")
+        if ranks.is_main:  # the other ranks' run directory is a temporary folder
+            print(f"run directory: {hc.runtime.output_dir}")
         return value
     return None
 
@@ -194,6 +198,23 @@ def group_needing_plus(argv: list[str]) -> str | None:
     return next((arg for arg in argv if "=" in arg and arg.split("=", 1)[0] in addable), None)
 
 
+def silent_rank_overrides() -> list[str]:
+    """Hydra overrides for a rank other than 0 of a torchrun launch: its run directory is a temporary folder
+    removed at exit, with no .hydra/ copy and no log file (rank 0 writes the run's files)."""
+    from clipbench.distributed import launched_ranks
+
+    if launched_ranks().is_main:
+        return []
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="clipbench-rank-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null",
+            "hydra/job_logging=stdout"]
+
+
 def main() -> None:
     if len(sys.argv) == 1:
         print(GETTING_STARTED, end="")
@@ -219,6 +240,7 @@ def main() -> None:
     register_as_joblib()
     register_as_optuna()
     quiet_third_party_output()
+    sys.argv += silent_rank_overrides()
     try:
         app()
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -220,26 +221,75 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
     evaluate, rows, write.
     """
     v = validate(cfg)  # first, before torch is imported: most config mistakes stop within a second or two
+    from clipbench.distributed import join
     from clipbench.models.factory import weights_fingerprint
+    from clipbench.tasks import TASKS
 
     check_results_csv(v.run.results_csv)
     chash = config_hash(v)
     weights = weights_fingerprint(v.model.arch, v.model.pretrained, v.model.source, v.run.seed, v.model.cache_dir)
     experiment = v.run.experiment_name or v.run.experiment or experiment
-    if v.run.resume:  # claimed under the results lock: two resumed sweeps on one CSV split the configs
-        busy = claim_config(v.run.results_csv, chash, weights, experiment or "")
+    ranks = join(v.run.device)  # several ranks (torchrun, SLURM tasks): one evaluation sharded over them
+    if ranks.distributed and not TASKS.get(v.task.name).shards:
+        raise ConfigError("task", f"task={v.task.name} is not sharded over ranks; run it as one process "
+                          "(without torchrun, or hydra.launcher.tasks_per_node=1)")
+    with failing_together(ranks):
+        # claimed under the results lock (by rank 0 alone): two resumed sweeps on one CSV split the configs
+        claim = v.run.resume and ranks.is_main
+        busy = ranks.from_main(claim_config(v.run.results_csv, chash, weights, experiment or "") if claim else None)
         if busy:
-            print(f"resume: config {chash} {busy}; skipping")
+            if ranks.is_main:
+                print(f"resume: config {chash} {busy}; skipping")
             return []
-    try:
-        built = build(v, cfg, run_dir)
-        result, seconds = evaluate(v, built)
-        rows, payload = result_rows(v, built, result, seconds, (chash, weights), experiment, method_config)
-        write(v, rows, payload, result, run_dir, experiment)
-    finally:
-        if v.run.resume:
-            release_claim(v.run.results_csv, chash, experiment or "")
+        try:
+            built = build(v, cfg, run_dir, ranks)
+            result, seconds = evaluate(v, built)
+            usage = run_usage(ranks, built.device, result, seconds)
+            if not ranks.is_main:
+                return []  # rank 0 writes the one set of rows and run files
+            rows, payload = result_rows(v, built, result, usage, (chash, weights), experiment, method_config)
+            write(v, rows, payload, result, run_dir, experiment)
+        finally:
+            if v.run.resume and ranks.is_main:
+                release_claim(v.run.results_csv, chash, experiment or "")
     return rows
+
+
+@contextmanager
+def failing_together(ranks):
+    """A rank that fails leaves its error for the others and leaves the group, so every rank stops now with
+    one line naming it (``DistributedError``); nothing is written, and ``resume=true`` runs it again."""
+    from clipbench.distributed import DistributedError, leave, report_failure
+
+    try:
+        yield
+    except DistributedError:
+        leave()
+        raise
+    except BaseException as exc:
+        report_failure(ranks, exc)
+        raise
+
+
+@dataclass
+class Usage:
+    """The whole run's throughput (items/s summed over ranks), peak memory (the max over ranks) and world size."""
+
+    items_per_s: float
+    peak_mem_mb: float
+    seconds: float
+    world_size: int
+
+
+def run_usage(ranks, device, result, seconds: float) -> Usage:
+    """Each rank's items/s (its own items over its own seconds) summed, and the largest peak memory."""
+    from clipbench.runtime import peak_memory_mb
+
+    each = ranks.each((result.throughput.items, seconds, peak_memory_mb(device)))
+    if not any(items for items, _, _ in each):  # nothing counted (e.g. embeddings from the cache): the evaluated n
+        each = [(result.n if r == 0 else 0, s, peak) for r, (_, s, peak) in enumerate(each)]
+    items_per_s = sum(items / s for items, s, _ in each if s > 0)
+    return Usage(items_per_s, max(peak for _, _, peak in each), max(s for _, s, _ in each), ranks.world_size)
 
 
 @dataclass
@@ -253,20 +303,23 @@ class Built:
     ctx: Any
 
 
-def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
+def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path, ranks=None) -> Built:
     """Step 2: device, seed, dataset (a bad root or failed integrity check stops before the model loads), model, method."""
+    from clipbench.distributed import SINGLE, rank_device
     from clipbench.methods import METHODS
     from clipbench.models import load_model
     from clipbench.models.languages import with_text_language
     from clipbench.runtime import reset_peak_memory, resolve_device, seed_everything
     from clipbench.tasks import RunContext
 
-    device = resolve_device(v.run.device)
+    ranks = ranks or SINGLE
+    device = resolve_device(rank_device(ranks, v.run.device))
     seed_everything(v.run.seed)
     dataset = build_dataset(v.dataset)
-    write_config(run_dir, cfg)
+    if ranks.is_main:
+        write_config(run_dir, cfg)
     reset_peak_memory(device)
-    if no_weights(v.model.pretrained) and v.model.source != "hf":
+    if no_weights(v.model.pretrained) and v.model.source != "hf" and ranks.is_main:
         print(RANDOM_INIT_BANNER.format(arch=v.model.arch))
     model = load_model(v.model.arch, v.model.pretrained, v.model.precision, device, v.model.cache_dir,
                        source=v.model.source, seed=v.run.seed)
@@ -275,8 +328,9 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path) -> Built:
     ctx = RunContext(
         device=device, batch_size=v.run.batch_size, num_workers=v.run.num_workers, seed=v.run.seed,
         limit=v.run.limit, save_predictions=v.run.save_predictions, cache_dir=v.run.cache_dir,
-        progress=v.run.progress, examples=v.logger.wandb.examples if "wandb" in v.logger.backends else 0,
+        progress=v.run.progress and ranks.is_main, examples=v.logger.wandb.examples if "wandb" in v.logger.backends else 0,
         dataset_config=v.dataset,
+        ranks=ranks,
     )
     return Built(device, dataset, model, method, ctx)
 
@@ -293,7 +347,7 @@ def evaluate(v: ValidatedConfig, built: Built):
     return result, seconds
 
 
-def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identity: tuple[str, str],
+def result_rows(v: ValidatedConfig, built: Built, result, usage: Usage, identity: tuple[str, str],
                 experiment: str | None, method_config: str | None) -> tuple[list[dict], dict]:
     """Step 4: one CSV row per metric (with its bootstrap interval) and the run's metrics.json payload.
 
@@ -301,12 +355,9 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
     from clipbench.fingerprints import data_fingerprint
     from clipbench.metrics.uncertainty import bootstrap_interval, seed_interval
     from clipbench.results.environment import env_key, environment_record
-    from clipbench.runtime import peak_memory_mb
 
     device = built.device
-    items = result.throughput.items or result.n
-    items_per_s = items / seconds if seconds > 0 else 0.0
-    peak = peak_memory_mb(device)
+    items_per_s, peak, seconds = usage.items_per_s, usage.peak_mem_mb, usage.seconds
     run_id = uuid.uuid4().hex[:12]
     chash, weights = identity
     env, data = environment_record(), data_fingerprint(as_plain(v.dataset))
@@ -338,6 +389,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "model_source": v.model.source,
         "env": env_key(env),
         "data_fingerprint": data,
+        "world_size": usage.world_size,
     }
     metrics = dict(result.metrics)
     metrics["skipped"] = float(result.skipped)
@@ -364,7 +416,7 @@ def result_rows(v: ValidatedConfig, built: Built, result, seconds: float, identi
         "metric_n": {m: result.n_for(m) for m in result.metrics}, "skipped": result.skipped,
         "skip_reasons": result.skip_reasons, "items_per_s": items_per_s, "seconds": seconds,
         "loop_items_per_s": result.throughput.items_per_s, "forward_items_per_s": result.throughput.forward_items_per_s,
-        "peak_mem_mb": peak, "device": str(device),
+        "peak_mem_mb": peak, "device": str(device), "world_size": usage.world_size,
         "ci": {"level": v.run.ci.level, "resamples": v.run.ci.resamples, "seconds": ci_seconds, "intervals": intervals},
         "model_source": v.model.source, "data_fingerprint": data, "env_key": base["env"], "env": env,
         **result.extra,

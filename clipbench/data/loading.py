@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from clipbench.distributed import SINGLE, Ranks, index_batches
+
 
 class _Preprocessed(Dataset):
     def __init__(self, source, indices: list[int], transform: Callable):
@@ -48,14 +50,20 @@ def _collate(items):
     return idx, images, _labels([it[2] for it in kept]), skipped
 
 
-def image_batches(source, transform: Callable, batch_size: int, num_workers: int, device: torch.device, limit: int | None = None):
-    """Yields (indices, images, labels, skipped_indices) over ``source`` (image(i)/label(i)/len)."""
+def rank_batches(n: int, batch_size: int, ranks: Ranks) -> list[list[int]]:
+    """This rank's share of the index batches one process would read (all of them for one process)."""
+    return [list(b) for b in ranks.share(index_batches(n, batch_size))]
+
+
+def image_batches(source, transform: Callable, batch_size: int, num_workers: int, device: torch.device,
+                  limit: int | None = None, ranks: Ranks = SINGLE):
+    """Yields (indices, images, labels, skipped_indices) over ``source`` (image(i)/label(i)/len): this
+    rank's share of the batches."""
     n = len(source) if limit is None else min(limit, len(source))
     ds = _Preprocessed(source, list(range(n)), transform)
     return DataLoader(
         ds,
-        batch_size=batch_size,
-        shuffle=False,
+        batch_sampler=rank_batches(n, batch_size, ranks),
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
@@ -81,11 +89,12 @@ def _raw_collate(items):
     return idx, [it[1] for it in kept], _labels([it[2] for it in kept]), skipped
 
 
-def pil_batches(source, batch_size: int, num_workers: int, limit: int | None = None):
+def pil_batches(source, batch_size: int, num_workers: int, limit: int | None = None, ranks: Ranks = SINGLE):
     """Yields (indices, PIL images, labels, skipped_indices), decoded by DataLoader workers, for methods
-    that need the original image (regions, prompts drawn on it)."""
+    that need the original image (regions, prompts drawn on it): this rank's share of the batches."""
     n = len(source) if limit is None else min(limit, len(source))
-    return DataLoader(_Raw(source, n), batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_raw_collate)
+    return DataLoader(_Raw(source, n), batch_sampler=rank_batches(n, batch_size, ranks), num_workers=num_workers,
+                      collate_fn=_raw_collate)
 
 
 def prefetched(load: Callable, items: Iterable, workers: int) -> Iterator[tuple[Any, Any]]:

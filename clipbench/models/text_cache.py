@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -37,16 +38,38 @@ def embed_dim(model) -> int | None:
 
 def cached(
     model, kind: str, payload, compute, cache_dir: str | None, subdir: str = "text",
-    shape: Sequence[int | None] | None = None, finite: bool = False,
+    shape: Sequence[int | None] | None = None, finite: bool = False, agree: Callable[[bool], bool] = bool,
 ) -> torch.Tensor:
     """``compute()`` once per (model, payload); later calls load it from memory or ``cache_dir/subdir``.
 
     A cache file that cannot be read, holds a tensor of another ``shape`` or (with ``finite``; image
-    galleries mark unreadable images with NaN rows) NaN or inf, is recomputed."""
+    galleries mark unreadable images with NaN rows) NaN or inf, is recomputed. ``agree`` turns this
+    process's "found" into the decision of every rank (``Ranks.all_true``) when ``compute`` is sharded:
+    either all ranks compute or none does."""
     key = f"{kind}-{_key(model.fingerprint + '|' + model.precision, payload)}"
+    value = _lookup(key, model, cache_dir, subdir, shape, finite)
+    if agree(value is not None):
+        return value.to(model.device)
+    value = compute().cpu()
+    _MEMORY[key] = value
+    path = _cache_path(key, model, cache_dir, subdir)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{id(value)}")
+        torch.save(value, tmp)
+        tmp.replace(path)
+    return value.to(model.device)
+
+
+def _cache_path(key: str, model, cache_dir: str | None, subdir: str) -> Path | None:
+    return Path(cache_dir) / subdir / f"{key}.pt" if cache_dir and "random-init" not in model.fingerprint else None
+
+
+def _lookup(key: str, model, cache_dir: str | None, subdir: str, shape, finite: bool) -> torch.Tensor | None:
+    """The cached value from memory or disk; None when absent, unreadable or not of ``shape`` (and finite)."""
     if key in _MEMORY:
-        return _MEMORY[key].to(model.device)
-    path = Path(cache_dir) / subdir / f"{key}.pt" if cache_dir and "random-init" not in model.fingerprint else None
+        return _MEMORY[key]
+    path = _cache_path(key, model, cache_dir, subdir)
     if path is not None and path.is_file():
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
@@ -54,16 +77,9 @@ def cached(
             value = None
         if has_shape(value, shape) and (not finite or bool(torch.isfinite(value).all())):
             _MEMORY[key] = value
-            return value.to(model.device)
+            return value
         log.warning("ignoring unreadable, wrong-shape or non-finite cache file %s; recomputing", path)
-    value = compute().cpu()
-    _MEMORY[key] = value
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(value)}")
-        torch.save(value, tmp)
-        tmp.replace(path)
-    return value.to(model.device)
+    return None
 
 
 def zero_shot_classifier(model, classnames: Sequence[str], templates: Sequence[str], cache_dir: str | None = None) -> torch.Tensor:

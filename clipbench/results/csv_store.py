@@ -26,6 +26,7 @@ ADDED_COLUMNS = [
     ["task_params", "dataset_params", "ci_low", "ci_high"],
     ["weights_fingerprint", "model_precision", "ci_level", "ci_resamples"],
     ["model_source", "env", "data_fingerprint"],  # env: the key of metrics.json's environment record
+    ["world_size"],  # ranks one evaluation was sharded over (clipbench/distributed.py); 1 for one process
 ]
 OLDER_HEADERS = [LEGACY_COLUMNS + sum(ADDED_COLUMNS[:i], []) for i in range(len(ADDED_COLUMNS))]
 RESULT_COLUMNS = LEGACY_COLUMNS + sum(ADDED_COLUMNS, [])
@@ -189,7 +190,7 @@ def check_results_csv(path: str | os.PathLike) -> None:
 
 
 NUMERIC_COLUMNS = (
-    "value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples",
+    "value", "n", "items_per_s", "peak_mem_mb", "seed", "ci_low", "ci_high", "ci_level", "ci_resamples", "world_size",
 )
 
 

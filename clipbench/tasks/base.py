@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from clipbench.distributed import SINGLE, Ranks
 from clipbench.errors import ConfigError
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
@@ -22,6 +23,7 @@ class TaskSpec:
     methods: frozenset[str] | None = None  # the methods the task supports; None = every method
     picks_a_region: bool = False  # the prediction is one of an image's regions (REC)
     subtract: bool = False  # method.subtract (the red-circle paper's caption-bank subtraction) applies
+    shards: bool = True  # one evaluation may be sharded over torch.distributed ranks (docs/distributed.md)
 
     def check_method(self, method) -> None:
         """The validated ``method`` config against what this task can measure with it."""
@@ -52,6 +54,7 @@ class RunContext:
     progress: bool = True
     examples: int = 0  # samples kept with their image for the logger (REC: logger.wandb.examples); 0 = none
     dataset_config: Any = None  # the validated dataset config (tasks that read further splits of it)
+    ranks: Ranks = SINGLE  # this process's share of a run sharded over ranks (clipbench/distributed.py)
 
 
 @dataclass

@@ -112,7 +112,7 @@ def evaluate(model, dataset: CaptionSet, method, cfg: ClipScoreConfig, ctx: RunC
     meter = Throughput(ctx.device)
     candidates = [it.candidate for it in items]
     enc = _encode(model, dataset, candidates, [it.image_id for it in items], [it.references for it in items], cfg, ctx, meter)
-    meter.items = len(items)
+    meter.items = ctx.ranks.share_count(len(items))  # this rank's part of the captions
     meter.stop()
     keep = np.flatnonzero(enc.image_ok)
     kept = [items[i] for i in keep]
@@ -184,7 +184,7 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
     image_ids = [p.image_id for p in pairs for _ in range(2)]
     references = [p.references for p in pairs for _ in range(2)]
     enc = _encode(model, dataset, candidates, image_ids, references, cfg, ctx, meter)
-    meter.items = len(candidates)
+    meter.items = ctx.ranks.share_count(len(candidates))
     meter.stop()
     keep = np.flatnonzero(enc.image_ok[0::2])
     kept = [pairs[i] for i in keep]

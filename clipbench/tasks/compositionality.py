@@ -87,4 +87,4 @@ def _prediction(sample_id, scores: torch.Tensor, scale: float) -> dict:
 
 
 TASKS.register("compositionality", TaskSpec("compositionality", TASK_CONFIGS["compositionality"], evaluate,
-                                            methods=frozenset({"clip"})))
+                                            methods=frozenset({"clip"}), shards=False))

@@ -182,4 +182,5 @@ def _predictions(fit: ProbeFit, test: SplitFeatures) -> list[dict]:
             for i, t, row in zip(test.indices.tolist(), test.targets.tolist(), fit.logits)]
 
 
-TASKS.register("linear_probe", TaskSpec("linear_probe", TASK_CONFIGS["linear_probe"], evaluate, methods=frozenset({"clip"})))
+TASKS.register("linear_probe", TaskSpec("linear_probe", TASK_CONFIGS["linear_probe"], evaluate, methods=frozenset({"clip"}),
+                                                 shards=False))

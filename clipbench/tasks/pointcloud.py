@@ -152,41 +152,53 @@ class EncodedSplit:
 
 def encode_split(dataset, indices, encoder: ViewEncoder, classifier: torch.Tensor, ctx: RunContext,
                  meter: Throughput | None, desc: str) -> EncodedSplit:
-    """Encode the clouds ``indices`` of ``dataset`` in batches of ``batch_size // V`` clouds (>= 1)."""
+    """Encode the clouds ``indices`` of ``dataset`` in batches of ``batch_size // V`` clouds (>= 1), this
+    rank's share of the batches, gathered back in order."""
     per_batch = max(1, ctx.batch_size // encoder.num_views)
-    cosines, targets, kept = [], [], []
+    batches = ctx.ranks.share([indices[start : start + per_batch] for start in range(0, len(indices), per_batch)])
+    parts = [_encode_batch(dataset, batch, encoder, classifier, meter)
+             for batch in tqdm(batches, desc=desc, disable=not ctx.progress, unit="batch")]
+    parts = ctx.ranks.gather(parts)
     reasons: dict[str, int] = {}
-    padded = 0
-    for start in tqdm(range(0, len(indices), per_batch), desc=desc, disable=not ctx.progress, unit="batch"):
-        clouds, labels, ids = [], [], []
-        for i in indices[start : start + per_batch]:
-            cloud, note = dataset.cloud(int(i))
-            if cloud is None:
-                reasons[note] = reasons.get(note, 0) + 1
-                continue
-            padded += note == "padded"
-            clouds.append(cloud)
-            labels.append(dataset.label(int(i)))
-            ids.append(int(i))
-        if not clouds:
-            continue
-        batch = torch.from_numpy(np.stack(clouds))
-        if meter is not None:
-            with meter.forward(len(clouds)):
-                feats = encoder(batch)
-        else:
-            feats = encoder(batch)
-        cos = (feats @ classifier).float().cpu()
-        finite = torch.isfinite(cos).flatten(1).all(dim=1)  # extreme coordinates overflow in the projection
-        if not finite.all():
-            reasons[NON_FINITE] = reasons.get(NON_FINITE, 0) + int((~finite).sum())
-        cosines.append(cos[finite])
-        targets.append(torch.tensor(labels)[finite])
-        kept.append(torch.tensor(ids)[finite])
-    if not cosines:
+    for part in parts:
+        for note, count in part.skip_reasons.items():
+            reasons[note] = reasons.get(note, 0) + count
+    padded = sum(part.padded for part in parts)
+    parts = [part for part in parts if len(part.targets)]
+    if not parts:
         empty = torch.empty(0, encoder.num_views, classifier.shape[1])
         return EncodedSplit(empty, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), reasons, padded)
-    return EncodedSplit(torch.cat(cosines), torch.cat(targets), torch.cat(kept), reasons, padded)
+    return EncodedSplit(torch.cat([p.cosines for p in parts]), torch.cat([p.targets for p in parts]),
+                        torch.cat([p.indices for p in parts]), reasons, padded)
+
+
+def _encode_batch(dataset, batch, encoder: ViewEncoder, classifier: torch.Tensor, meter: Throughput | None) -> EncodedSplit:
+    """One batch of clouds: the cosines of the usable ones, and what was skipped."""
+    clouds, labels, ids = [], [], []
+    reasons: dict[str, int] = {}
+    padded = 0
+    for i in batch:
+        cloud, note = dataset.cloud(int(i))
+        if cloud is None:
+            reasons[note] = reasons.get(note, 0) + 1
+            continue
+        padded += note == "padded"
+        clouds.append(cloud)
+        labels.append(dataset.label(int(i)))
+        ids.append(int(i))
+    if not clouds:
+        return EncodedSplit(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), reasons, padded)
+    batch_clouds = torch.from_numpy(np.stack(clouds))
+    if meter is not None:
+        with meter.forward(len(clouds)):
+            feats = encoder(batch_clouds)
+    else:
+        feats = encoder(batch_clouds)
+    cos = (feats @ classifier).float().cpu()
+    finite = torch.isfinite(cos).flatten(1).all(dim=1)  # extreme coordinates overflow in the projection
+    if not finite.all():
+        reasons[NON_FINITE] = reasons.get(NON_FINITE, 0) + int((~finite).sum())
+    return EncodedSplit(cos[finite], torch.tensor(labels)[finite], torch.tensor(ids)[finite], reasons, padded)
 
 
 # ---------------------------------------------------------------- scoring and weight search

@@ -103,6 +103,17 @@ class Tally:
     def skip(self, reason: str, n: int = 1) -> None:
         self.skips[reason] += n
 
+    @classmethod
+    def merged(cls, tallies: Iterable[Tally]) -> Tally:
+        """The tallies of consecutive batches as one, in order."""
+        out = cls()
+        for tally in tallies:
+            out.judged += tally.judged
+            out.examples += tally.examples
+            for reason, n in tally.skips.items():
+                out.skip(reason, n)
+        return out
+
     def add(self, verdicts: Iterable[Verdict]) -> None:
         for verdict in verdicts:
             if verdict.skip:
@@ -148,27 +159,38 @@ class SentenceScorer:
 def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskResult:
     work = list(_limited(dataset, ctx.limit))
     scorer = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
-    meter, tally = Throughput(ctx.device), Tally()
-    bar = tqdm(total=sum(len(s) for _, s in work), desc="rec", disable=not ctx.progress, unit="sent")
-    for batch in _batches(_readable_images(dataset, work, ctx.num_workers, tally, bar), ctx.batch_size):
-        n_sentences = sum(len(item.sentences) for item in batch)
-        with meter.forward(n_sentences):  # items = sentences, as n
-            feats = method.encode_regions([item.image for item in batch], [[[box] for _, box in item.valid] for item in batch])
-        for item, f in zip(batch, feats):
-            verdicts = judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
-                                   ctx.save_predictions, ctx.seed)
-            tally.examples += examples(item, verdicts, ctx.examples - len(tally.examples))
-            tally.add(verdicts)
-        bar.update(n_sentences)
-    bar.close()
+    meter = Throughput(ctx.device)
+    groups = ctx.ranks.share(_batches(work, ctx.batch_size))
+    loaded = prefetched(lambda item: dataset.image(item[0]), [item for group in groups for item in group], ctx.num_workers)
+    tallies = []
+    with tqdm(total=sum(len(s) for group in groups for _, s in group), desc="rec", disable=not ctx.progress, unit="sent") as bar:
+        for group in groups:
+            tally = Tally()
+            batch = list(_readable_images([next(loaded) for _ in group], tally, bar))
+            if batch:
+                n_sentences = sum(len(item.sentences) for item in batch)
+                with meter.forward(n_sentences):  # items = sentences, as n
+                    feats = method.encode_regions([item.image for item in batch],
+                                                  [[[box] for _, box in item.valid] for item in batch])
+                for item, f in zip(batch, feats):
+                    verdicts = judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals,
+                                           cfg.iou_threshold, ctx.save_predictions, ctx.seed)
+                    room = ctx.examples - len(tally.examples) - sum(len(t.examples) for t in tallies)
+                    tally.examples += examples(item, verdicts, room)
+                    tally.add(verdicts)
+                bar.update(n_sentences)
+            tallies.append(tally)
     meter.stop()
+    tally = Tally.merged(ctx.ranks.gather(tallies))
+    del tally.examples[ctx.examples:]  # each rank kept up to the cap; the first ones in sample order stay
     return _result(tally, meter, dataset, ctx.save_predictions)
 
 
-def _readable_images(dataset, work, num_workers: int, tally: Tally, bar) -> Iterator[ImageWork]:
-    """The images of ``work`` that have something to judge; the sentences of the others are skipped
-    (unreadable image, no valid proposal) and counted on ``bar``, and dropped proposals are counted."""
-    for (entry, sentences), image in prefetched(lambda item: dataset.image(item[0]), work, num_workers):
+def _readable_images(loaded, tally: Tally, bar) -> Iterator[ImageWork]:
+    """The images of ``loaded`` ((image entry, sentences), image) that have something to judge; the sentences
+    of the others are skipped (unreadable image, no valid proposal) and counted on ``bar``, and dropped
+    proposals are counted."""
+    for (entry, sentences), image in loaded:
         if image is None:
             tally.skip("unreadable image", len(sentences))
             bar.update(len(sentences))
@@ -184,17 +206,19 @@ def _readable_images(dataset, work, num_workers: int, tally: Tally, bar) -> Iter
         yield ImageWork(entry, image, sentences, valid)
 
 
-def _batches(images: Iterable[ImageWork], batch_size: int) -> Iterator[list[ImageWork]]:
-    """Whole images, grouped until about ``batch_size`` proposals are collected."""
-    batch, n_regions = [], 0
-    for item in images:
+def _batches(work: list, batch_size: int) -> list[list]:
+    """Whole images ((image entry, sentences)), grouped until about ``batch_size`` listed proposals are
+    collected: fixed by the annotations alone, so the ranks of a sharded run form the same batches."""
+    batches, batch, n_regions = [], [], 0
+    for item in work:
         batch.append(item)
-        n_regions += len(item.valid)
+        n_regions += len(item[0].proposals)
         if n_regions >= batch_size:
-            yield batch
+            batches.append(batch)
             batch, n_regions = [], 0
     if batch:
-        yield batch
+        batches.append(batch)
+    return batches
 
 
 def judge_image(item: ImageWork, logits: torch.Tensor, gold_proposals: bool, iou_threshold: float,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 from clipbench.config.tasks import TASK_CONFIGS, RegionClsConfig
-from clipbench.data.loading import prefetched
+from clipbench.data.loading import prefetched, rank_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.metrics.boxes import clip_box
 from clipbench.metrics.classification import (
@@ -37,40 +38,22 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
     scale = model.logit_scale
     meter = Throughput(ctx.device)
-    skips: Counter[str] = Counter()
-    logits_all, targets, ids = [], [], []
     n = len(dataset) if ctx.limit is None else min(ctx.limit, len(dataset))
-    images, regions = [], []
-
-    def flush():
-        if images:
-            with meter.forward(len(images)):
-                feats = torch.cat(method.encode_regions(images, regions))
-                logits_all.append((scale * feats @ classifier).cpu())
-            images.clear()
-            regions.clear()
-
-    loaded = prefetched(dataset.image, range(n), ctx.num_workers)
-    for i, image in tqdm(loaded, total=n, desc="region_cls", disable=not ctx.progress, unit="img"):
-        if image is None:
-            skips["unreadable image"] += 1
-            continue
-        boxes = [b for b in (clip_box(b, *image.size) for b in dataset.boxes(i)) if b is not None]
-        if len(boxes) < len(dataset.boxes(i)):
-            skips["invalid box (dropped, not a sample)"] += len(dataset.boxes(i)) - len(boxes)
-        if not boxes:
-            skips["no valid box"] += 1
-            continue
-        images.append(image)
-        regions.append([boxes])
-        targets.append(dataset.label(i))
-        ids.append(dataset.sample_id(i))
-        if len(images) >= ctx.batch_size:
-            flush()
-    flush()
+    windows = rank_batches(n, ctx.batch_size, ctx.ranks)  # a batch: the valid samples of one index window
+    loaded = prefetched(dataset.image, [i for w in windows for i in w], ctx.num_workers)
+    parts = []
+    with tqdm(total=sum(map(len, windows)), desc="region_cls", disable=not ctx.progress, unit="img") as bar:
+        for window in windows:
+            parts.append(_window(dataset, method, classifier, scale, meter, [next(loaded) for _ in window]))
+            bar.update(len(window))
     meter.stop()
+    parts = ctx.ranks.gather(parts)
+    skips: Counter[str] = sum((p.skips for p in parts), Counter())
+    targets = [t for p in parts for t in p.targets]
+    ids = [i for p in parts for i in p.ids]
+    logits = [p.logits for p in parts if p.logits is not None]
     num_classes = len(dataset.classnames)
-    logits = torch.cat(logits_all) if logits_all else torch.empty(0, num_classes)
+    logits = torch.cat(logits) if logits else torch.empty(0, num_classes)
     target = torch.tensor(targets, dtype=torch.long)
     preds = logits.argmax(dim=1)
     metrics = {f"top{k}": topk_accuracy(logits, target, k) for k in reported_topk(cfg.topk, num_classes)}
@@ -92,6 +75,42 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
         outcomes=classification_outcomes(logits, target, cfg.topk, ids),
         extra={"dropped_boxes": dropped, "templates": templates},
     )
+
+
+@dataclass
+class Window:
+    """One index window's valid samples: their logits (None when none is valid), targets, ids, and the skips."""
+
+    logits: torch.Tensor | None
+    targets: list[int]
+    ids: list
+    skips: Counter[str]
+
+
+def _window(dataset, method, classifier, scale, meter: Throughput, loaded) -> Window:
+    """Encode the valid samples of one window of (index, image) pairs together, as one batch."""
+    skips: Counter[str] = Counter()
+    images, regions, targets, ids = [], [], [], []
+    for i, image in loaded:
+        if image is None:
+            skips["unreadable image"] += 1
+            continue
+        boxes = [b for b in (clip_box(b, *image.size) for b in dataset.boxes(i)) if b is not None]
+        if len(boxes) < len(dataset.boxes(i)):
+            skips["invalid box (dropped, not a sample)"] += len(dataset.boxes(i)) - len(boxes)
+        if not boxes:
+            skips["no valid box"] += 1
+            continue
+        images.append(image)
+        regions.append([boxes])
+        targets.append(dataset.label(i))
+        ids.append(dataset.sample_id(i))
+    if not images:
+        return Window(None, targets, ids, skips)
+    with meter.forward(len(images)):
+        feats = torch.cat(method.encode_regions(images, regions))
+        logits = (scale * feats @ classifier).cpu()
+    return Window(logits, targets, ids, skips)
 
 
 TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate))

@@ -48,24 +48,26 @@ def image_features(
     keyed by ``key``, the images' identity (path, size, mtime) and the preprocessing."""
 
     def compute() -> torch.Tensor:
-        out = None
-        batches = image_batches(source, model.preprocess, ctx.batch_size, ctx.num_workers, ctx.device)
+        parts = []  # this rank's batches: (indices, features)
+        batches = image_batches(source, model.preprocess, ctx.batch_size, ctx.num_workers, ctx.device, ranks=ctx.ranks)
         for idx, images, _, _ in tqdm(batches, desc=desc, disable=not ctx.progress, unit="batch"):
             if images is None:
                 continue
             if meter is not None:
                 with meter.forward(0):
-                    feats = model.encode_image(images).cpu()
+                    parts.append((idx, model.encode_image(images).cpu()))
             else:
-                feats = model.encode_image(images).cpu()
-            if out is None:
-                out = torch.full((len(source), feats.shape[1]), float("nan"))
+                parts.append((idx, model.encode_image(images).cpu()))
+        parts = ctx.ranks.gather(parts)
+        out = torch.full((len(source), parts[0][1].shape[1] if parts else 1), float("nan"))
+        for idx, feats in parts:
             out[idx] = feats
-        return out if out is not None else torch.full((len(source), 1), float("nan"))
+        return out
 
     payload = [key, source.identity(), repr(model.preprocess)]
     shape = (len(source), None)
-    return cached(model, "images", payload, compute, ctx.cache_dir, subdir="images", shape=shape).cpu()
+    return cached(model, "images", payload, compute, ctx.cache_dir, subdir="images", shape=shape,
+                  agree=ctx.ranks.all_true).cpu()
 
 
 def texts_features(
@@ -73,13 +75,15 @@ def texts_features(
 ) -> torch.Tensor:
     """(N, D) normalised embeddings of ``texts``, encoded and cached in chunks."""
     chunks = []
-    for start in tqdm(range(0, len(texts), TEXT_CHUNK), desc=desc, disable=not ctx.progress, unit="chunk"):
+    starts = ctx.ranks.share(range(0, len(texts), TEXT_CHUNK))
+    for start in tqdm(starts, desc=desc, disable=not ctx.progress, unit="chunk"):
         chunk = list(texts[start : start + TEXT_CHUNK])
         if meter is not None:
             with meter.forward(0):
                 chunks.append(text_features(model, chunk, ctx.cache_dir).cpu())
         else:
             chunks.append(text_features(model, chunk, ctx.cache_dir).cpu())
+    chunks = ctx.ranks.gather(chunks)
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
@@ -93,7 +97,7 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
     meter = Throughput(ctx.device)
     images = image_features(model, dataset, ["retrieval"], ctx, meter, desc="gallery")
     texts = texts_features(model, dataset.captions, ctx, meter, desc="captions")
-    meter.items = len(dataset)
+    meter.items = ctx.ranks.share_count(len(dataset))  # this rank's part of the gallery
     meter.stop()
     owners = torch.as_tensor(dataset.text_to_image, dtype=torch.long)
     readable = ~torch.isnan(images).any(dim=1)

@@ -38,34 +38,34 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
     templates = task_templates(cfg, dataset)
     classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
     meter = Throughput(ctx.device)
-    logits_all, targets_all, index_all, skipped = [], [], [], 0
+    batches_out = []  # per batch: (indices, logits, labels, unreadable count)
     scale = model.logit_scale
     if method.region_free:
-        batches = image_batches(dataset, model.preprocess, ctx.batch_size, ctx.num_workers, ctx.device, ctx.limit)
+        batches = image_batches(dataset, model.preprocess, ctx.batch_size, ctx.num_workers, ctx.device, ctx.limit, ctx.ranks)
         for idx, images, labels, bad in tqdm(batches, desc="zeroshot", disable=not ctx.progress, unit="batch"):
-            skipped += len(bad)
             if images is None:
+                batches_out.append((idx, None, labels, len(bad)))
                 continue
             with meter.forward(len(idx)):
                 feats = model.encode_image(images)
                 logits = scale * feats @ classifier
-            logits_all.append(logits.cpu())
-            targets_all.append(labels)
-            index_all.append(idx)
+            batches_out.append((idx, logits.cpu(), labels, len(bad)))
     else:
-        batches = pil_batches(dataset, ctx.batch_size, ctx.num_workers, ctx.limit)
+        batches = pil_batches(dataset, ctx.batch_size, ctx.num_workers, ctx.limit, ctx.ranks)
         for idx, images, labels, bad in tqdm(batches, desc="zeroshot", disable=not ctx.progress, unit="batch"):
-            skipped += len(bad)
             if not images:
+                batches_out.append((idx, None, labels, len(bad)))
                 continue
             regions = [[[prior_box(im.width, im.height, method.cfg.region)]] for im in images]
             with meter.forward(len(images)):
                 feats = torch.cat(method.encode_regions(images, regions))
                 logits = scale * feats @ classifier
-            logits_all.append(logits.cpu())
-            targets_all.append(labels)
-            index_all.append(idx)
+            batches_out.append((idx, logits.cpu(), labels, len(bad)))
     meter.stop()
+    batches_out = ctx.ranks.gather(batches_out)
+    skipped = sum(b[3] for b in batches_out)
+    encoded = [b for b in batches_out if b[1] is not None]
+    logits_all, targets_all, index_all = [b[1] for b in encoded], [b[2] for b in encoded], [b[0] for b in encoded]
     num_classes = len(dataset.classnames)
     multilabel = bool(getattr(dataset, "multilabel", False))
     if logits_all:
