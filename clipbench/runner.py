@@ -145,7 +145,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
         raise _with_toy_hint(exc, cfg) from None
 
     from clipbench.methods import METHODS
-    from clipbench.models.factory import vit_tower_shape
+    from clipbench.models.archs import vit_tower_shape
     from clipbench.tasks import TASKS
 
     task_spec = TASKS.get(task_name)
@@ -179,7 +179,7 @@ def _name(node: Any, group: str) -> str:
 def config_hash(v: ValidatedConfig) -> str:
     """Identity of what is measured: task, data, model (with its architecture's content), method, seed,
     limit and the bootstrap intervals' settings (not where it is logged)."""
-    from clipbench.models.factory import arch_digest
+    from clipbench.models.archs import arch_digest
 
     payload = {
         "task": as_plain(v.task), "dataset": as_plain(v.dataset), "model": as_plain(v.model),

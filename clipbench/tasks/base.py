@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from clipbench.errors import ConfigError
-from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
-from clipbench.runtime import Throughput
+
+if TYPE_CHECKING:  # config checks read the registry without torch
+    import torch
+
+    from clipbench.metrics.uncertainty import Outcome
+    from clipbench.runtime import Throughput
 
 
 @dataclass
@@ -35,7 +37,7 @@ class TaskSpec:
                               "rather than falip_subtract")
 
 
-TASKS: Registry[TaskSpec] = Registry("task")
+TASKS: Registry[TaskSpec] = Registry("task", package="clipbench.tasks", helpers=("base",))
 
 
 @dataclass

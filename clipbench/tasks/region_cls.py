@@ -12,7 +12,7 @@ from collections import Counter
 
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, RegionClsConfig
+from clipbench.config.tasks import RegionClsConfig
 from clipbench.data.loading import prefetched
 from clipbench.data.templates import resolve_templates
 from clipbench.metrics.boxes import clip_box
@@ -24,7 +24,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 def method_templates(method, templates: list[str]) -> list[str]:
@@ -92,6 +92,3 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
         outcomes=classification_outcomes(logits, target, cfg.topk, ids),
         extra={"dropped_boxes": dropped, "templates": templates},
     )
-
-
-TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate))

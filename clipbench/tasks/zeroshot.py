@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, ZeroShotConfig
+from clipbench.config.tasks import ZeroShotConfig
 from clipbench.data.loading import image_batches, pil_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
@@ -21,7 +21,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 def task_templates(cfg: ZeroShotConfig, dataset) -> list[str]:
@@ -125,6 +125,3 @@ def _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx: R
         predictions=predictions,
         tables={"per_class_average_precision": per_class},
     )
-
-
-TASKS.register("zeroshot", TaskSpec("zeroshot", TASK_CONFIGS["zeroshot"], evaluate))
