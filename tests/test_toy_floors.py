@@ -1,6 +1,6 @@
 """The shipped toy CLIP clears its floors on a small held-out toy world, through the real pipeline.
 
-Floors (README, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
+Floors (docs/toy_world.md, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
 on the hard split, FALIP above crop; point clouds (PointCLIP V1) >= 0.60, CLIP-S Kendall tau-c >= 0.40,
 retrieval R@5 >= 0.80. Here the split is small, so each check keeps a margin below its floor.
 """
