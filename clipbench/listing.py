@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         _print("Experiments (clipbench -m experiment=<name>; the whole description heads experiments/<name>.yaml)",
                experiment_rows(), args.width)
     if args.what == "all":  # open_clip's tag list needs open_clip, and with it torch: seconds
-        print(f"\nopen_clip architectures and their pretrained tags: clipbench-list models [--filter TEXT] "
-              f"({len(arch_names())} architectures)")
+        print(f"\nopen_clip architectures ({len(arch_names())}) and their tags: clipbench-list models [--filter TEXT]")
     if args.what == "models":
         _print(f"open_clip architectures{f' matching {args.filter!r}' if args.filter else ''}", model_rows(args.filter),
                args.width)

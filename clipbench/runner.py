@@ -407,7 +407,8 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
         import pandas as pd
 
         name = f"{v.task.name}-{v.dataset.name}-{v.method.name}-{run_id}"
-        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
+        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]),
+                  **{name: pd.DataFrame(table) for name, table in result.tables.items()}}
         if result.predictions:
             tables["predictions"] = pd.DataFrame(result.predictions)
         record = ("config_hash", "weights_fingerprint", "data_fingerprint", "env_key", "env")

@@ -36,7 +36,7 @@ def _imported_modules(proc) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
 
 
-def test_config_errors_come_before_torch_is_imported(tmp_path, cifar_root):
+def test_config_errors_come_before_torch_is_imported(tmp_path, cifar_root, toy_root):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
     cases = {
@@ -48,6 +48,7 @@ def test_config_errors_come_before_torch_is_imported(tmp_path, cifar_root):
         "out of range: the image tower has 3 blocks": ["+toy=zeroshot", f"dataset.root={cifar_root}", "method=falip",
                                                        "method.layers=[7]"],
         "is not an open_clip architecture": ["+toy=zeroshot", f"dataset.root={cifar_root}", "model.arch=NoSuchModel"],
+        "'pointclip_v3' is not allowed": ["+toy=pointcloud", f"paths.toy={toy_root}", "task.projection=pointclip_v3"],
     }
     for message, overrides in cases.items():
         proc = run_cli(*base_args(tmp_path, *overrides), python_flags=("-X", "importtime"))

@@ -49,3 +49,24 @@ def test_registry_imports_declared_code_on_first_use_and_finds_self_registering_
     assert "startup_pkg.impl" in sys.modules
     for name in [m for m in sys.modules if m.startswith("startup_pkg")]:
         monkeypatch.delitem(sys.modules, name)
+
+
+def test_clipbench_list_names_the_models_command_instead_of_importing_open_clip(capsys):
+    from clipbench.listing import main
+    from clipbench.models.archs import arch_names
+
+    main(["--width", "100"])
+    out = capsys.readouterr().out
+    assert "Tasks (task=)" in out and "Experiments" in out and "| ViT-B-32 " not in out
+    pointer = [line for line in out.splitlines() if "clipbench-list models" in line]
+    assert pointer == [f"open_clip architectures ({len(arch_names())}) and their tags: clipbench-list models [--filter TEXT]"]
+    assert max(map(len, out.splitlines())) <= 100
+
+
+def test_architecture_names_are_open_clips_list_without_importing_it():
+    import open_clip
+
+    from clipbench.models.archs import arch_names
+    from clipbench.models.factory import available_archs
+
+    assert arch_names() == sorted(available_archs()) and "toyclip" in arch_names() and "ViT-B-32" in open_clip.list_models()

@@ -65,7 +65,7 @@ class TaskResult:
     skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     predictions: list[dict[str, Any]] | None = None
-    tables: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)  # per-class/per-view tables (columns -> values, or DataFrames) for W&B
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
 
