@@ -1,8 +1,8 @@
 """Every method's config: its keys and their defaults, stated once (conf/method/<name>.yaml extends them).
 
-Torch-free, so Hydra composes a config and ``validate`` finds most mistakes before torch is imported; checks that
-need the heavy modules import them inside ``validate``. ``METHOD_CONFIGS`` pairs each method name with its config
-(clipbench/methods/*.py register the methods under these names).
+Torch-free, so Hydra composes a config and ``validate`` finds mistakes before torch is imported (FALIP's layer and
+head syntax: clipbench/models/head_specs.py). ``METHOD_CONFIGS`` pairs each method name with its config
+(clipbench/methods/__init__.py names the code of each).
 """
 
 from __future__ import annotations

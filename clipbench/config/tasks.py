@@ -1,7 +1,7 @@
 """Every task's config: its keys and their defaults, stated once (conf/task/<name>.yaml extends them).
 
-Torch-free, like clipbench/config/methods.py; ``TASK_CONFIGS`` pairs each task name with its config (the tasks
-register under these names in clipbench/tasks/*.py).
+Torch-free, like clipbench/config/methods.py; ``TASK_CONFIGS`` pairs each task name with its config
+(clipbench/tasks/__init__.py declares each task under these names).
 """
 
 from __future__ import annotations
