@@ -4,7 +4,7 @@
 
 Each command runs as a user runs it (the console script of PY's environment, in a scratch folder): once under
 ``-X importtime``, whose top-level imports' cumulative microseconds are summed (``import s``), and ``--repeats``
-times plain for the wall time (median) and peak resident memory. ``ratio`` is the wall time over a bare
+times plain for the wall time (median) and peak resident memory, taking turns with the baseline. ``ratio`` is the wall time over a bare
 ``python -c pass`` measured in the same run; with ``--baseline PY2`` (e.g. another checkout's venv) the same
 commands run under PY2 too and ``vs base`` is the wall-time ratio to it. ``heavy`` lists the large libraries
 a command imported. The toy zero-shot run uses a small toy world written first (``--scale 0.1``).
@@ -70,21 +70,29 @@ def run_once(argv: list[str], cwd: Path) -> tuple[float, float, str, int]:
         return wall, usage.ru_maxrss / 1024, err.read(), proc.returncode
 
 
-def measure(python: Path, command: tuple[str, ...], cwd: Path, repeats: int) -> dict:
-    script = python.parent / command[0]
-    argv = [str(python), str(script), *command[1:]] if command[0] != "python" else [str(python), *command[1:]]
-    _, _, stderr, code = run_once([argv[0], "-X", "importtime", *argv[1:]], cwd)
-    import_s, heavy = import_profile(stderr)
-    runs = [run_once(argv, cwd) for _ in range(repeats)]
-    return {"wall": statistics.median(r[0] for r in runs), "mem": max(r[1] for r in runs), "import": import_s,
-            "heavy": heavy, "code": code}
+def command_argv(python: Path, command: tuple[str, ...]) -> list[str]:
+    """The console script of ``python``'s environment (``python`` itself for the bare interpreter)."""
+    return [str(python), *command[1:]] if command[0] == "python" else [str(python), str(python.parent / command[0]), *command[1:]]
 
 
-def measure_all(python: Path, commands: dict, cwd: Path, repeats: int) -> dict:
-    results = {"python -c pass": measure(python, ("python", "-c", "pass"), cwd, repeats)}
+def measure_all(pythons: list[Path], commands: dict, cwd: Path, repeats: int) -> list[dict]:
+    """Per environment, each command's results. The environments take turns on every repetition, so a change
+    in the machine's load falls on both alike."""
+    commands = {"python -c pass": ("python", "-c", "pass"), **commands}
+    results: list[dict] = [{} for _ in pythons]
     for label, command in commands.items():
-        print(f"  {python}: {label}", file=sys.stderr, flush=True)
-        results[label] = measure(python, command, cwd, repeats)
+        print(f"  {label}", file=sys.stderr, flush=True)
+        runs: list[list] = [[] for _ in pythons]
+        for i, python in enumerate(pythons):
+            argv = command_argv(python, command)
+            _, _, stderr, code = run_once([argv[0], "-X", "importtime", *argv[1:]], cwd)
+            import_s, heavy = import_profile(stderr)
+            results[i][label] = {"import": import_s, "heavy": heavy, "code": code}
+        for _ in range(repeats):
+            for i, python in enumerate(pythons):
+                runs[i].append(run_once(command_argv(python, command), cwd))
+        for i in range(len(pythons)):
+            results[i][label] |= {"wall": statistics.median(r[0] for r in runs[i]), "mem": max(r[1] for r in runs[i])}
     return results
 
 
@@ -121,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         cwd = Path(tmp)
         if not args.quick:
             write_toy_world(args.python, cwd)
-        baseline = measure_all(args.baseline, commands, cwd, repeats) if args.baseline else None
-        results = measure_all(args.python, commands, cwd, repeats)
+        pythons = [args.python, *([args.baseline] if args.baseline else [])]
+        results, *rest = measure_all(pythons, commands, cwd, repeats)
+    baseline = rest[0] if rest else None
     print(f"{args.python} (wall: median of {repeats}; import s: top-level cumulative under -X importtime)")
     print(table(results, baseline))
     return 0
