@@ -1,6 +1,6 @@
 """``clipbench-list``: what can be run. Tasks with their datasets and methods, experiments, open_clip models.
 
-    clipbench-list                 # everything
+    clipbench-list                 # tasks and experiments (and how to list the models)
     clipbench-list tasks           # task -> datasets (dataset=) and methods (method=)
     clipbench-list experiments
     clipbench-list models [--filter ViT-B]   # open_clip architectures (model.arch=) and pretrained tags
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from omegaconf import OmegaConf
 
+from clipbench.models.archs import arch_names
 from clipbench.paths import CONF_DIR, experiments_dir
 from clipbench.results.table import format_table
 
@@ -158,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.what in ("all", "languages"):
         _print("Languages (dataset.language=, default en) of clip_benchmark's sets that ship more than English; "
                "others take en only", language_rows(), args.width)
-    if args.what in ("all", "models"):
+    if args.what == "all":  # open_clip's tag list needs open_clip, and with it torch: seconds
+        print(f"\nopen_clip architectures ({len(arch_names())}) and their tags: clipbench-list models [--filter TEXT]")
+    if args.what == "models":
         _print(f"open_clip architectures{f' matching {args.filter!r}' if args.filter else ''}", model_rows(args.filter),
                args.width)
 

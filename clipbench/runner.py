@@ -146,7 +146,7 @@ def validate(cfg: DictConfig) -> ValidatedConfig:
         raise _with_toy_hint(exc, cfg) from None
 
     from clipbench.methods import METHODS
-    from clipbench.models.factory import vit_tower_shape
+    from clipbench.models.archs import vit_tower_shape
     from clipbench.models.languages import check_text_language
     from clipbench.tasks import TASKS
 
@@ -188,7 +188,7 @@ def _name(node: Any, group: str) -> str:
 def config_hash(v: ValidatedConfig) -> str:
     """Identity of what is measured: task, data, model (with its architecture's content), method, seed,
     limit and the bootstrap intervals' settings (not where it is logged)."""
-    from clipbench.models.factory import arch_digest
+    from clipbench.models.archs import arch_digest
 
     payload = {
         "task": as_plain(v.task), "dataset": as_plain(v.dataset), "model": as_plain(v.model),
@@ -474,7 +474,8 @@ def _log(v: ValidatedConfig, rows, payload, result, run_id: str, experiment: str
 
         from clipbench.results.wandb_logger import metric_summary, run_tags
 
-        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]), **result.tables}
+        tables = {"metrics": pd.DataFrame([{k: r[k] for k in ("metric", "value", "n")} for r in rows]),
+                  **{key: pd.DataFrame(table) for key, table in result.tables.items()}}
         if result.predictions:
             tables["predictions"] = pd.DataFrame(result.predictions)
         if result.examples:  # REC: the first sentences with their expression and image (logger.wandb.examples)

@@ -12,17 +12,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from clipbench.config import ASSETS_DIR
 from clipbench.data.base import to_rgb
 from clipbench.data.captions import IMAGE_SUFFIXES
 from clipbench.errors import ClipbenchError, ConfigError, DataError
-from clipbench.runtime import Throughput, resolve_device
 from clipbench.tasks.base import RunContext
-from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
+
+if TYPE_CHECKING:  # torch is imported once a search runs: --help and argument errors answer at once
+    import torch
 
 DEFAULT_ARCH = "toyclip"
 DEFAULT_CHECKPOINT = ASSETS_DIR / "toyclip.safetensors"
@@ -54,6 +55,8 @@ def list_images(folder: Path) -> list[Path]:
 
 def rank(image_feats: torch.Tensor, query_feat: torch.Tensor) -> list[tuple[int, float]]:
     """(index, cosine) of the readable images, best first (ties keep folder order)."""
+    import torch
+
     readable = ~torch.isnan(image_feats).any(dim=1)
     scores = image_feats[readable].float() @ query_feat.float()
     index = torch.nonzero(readable).flatten()
@@ -85,7 +88,11 @@ def contact_sheet(paths: list[Path], scores: list[float], query: str, out: Path)
 
 
 def search(args: argparse.Namespace) -> int:
+    import torch
+
     from clipbench.models import load_model
+    from clipbench.runtime import Throughput, resolve_device
+    from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
 
     folder = Path(args.images).expanduser()
     if not folder.is_dir():

@@ -1,6 +1,6 @@
 """The shipped toy CLIP clears its floors on a small held-out toy world, through the real pipeline.
 
-Floors (README, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
+Floors (docs/toy_world.md, measured on the full-size split): zero-shot top-1 >= 0.90, REC with FALIP >= 0.80 and,
 on the hard split, FALIP above crop; point clouds (PointCLIP V1) >= 0.60, CLIP-S Kendall tau-c >= 0.40,
 retrieval R@5 >= 0.80, linear-probe top-1 >= 0.90; SugarCrepe-style text score >= 0.90 on add_att, add_obj, replace_att, replace_obj
 and >= 0.70 on swap_att (replace_rel and swap_obj: chance, no floor), Winoground-style group score >= 0.30;

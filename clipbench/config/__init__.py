@@ -29,7 +29,7 @@ class ModelConfig:
     source: str = "open_clip"  # open_clip | hf (transformers CLIP: arch = hub id or save_pretrained folder)
 
     def validate(self) -> None:
-        from clipbench.models.factory import SOURCES, arch_config, available_archs
+        from clipbench.models.archs import SOURCES, arch_config
         from clipbench.models.weights import no_weights
 
         if self.source not in SOURCES:
@@ -37,7 +37,7 @@ class ModelConfig:
         if self.source == "hf":
             if not no_weights(self.pretrained):
                 raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
-        elif arch_config(self.arch) is None and self.arch not in available_archs():
+        elif arch_config(self.arch) is None and not _open_clip_lists(self.arch):
             raise ConfigError(
                 "model.arch",
                 f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "
@@ -45,6 +45,18 @@ class ModelConfig:
             )
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError("model.precision", f"{self.precision!r} is not allowed; use fp32, bf16 or fp16")
+
+
+def _open_clip_lists(arch: str) -> bool:
+    """An architecture registered with open_clip in this process without a JSON in clipbench's folders; open_clip
+    is asked only when something already imported it (importing it takes seconds)."""
+    import sys
+
+    if "open_clip" not in sys.modules:
+        return False
+    from clipbench.models.factory import available_archs
+
+    return arch in available_archs()
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Every method's config: its keys and their defaults, stated once (conf/method/<name>.yaml extends them).
 
-Torch-free, so Hydra composes a config and ``validate`` finds most mistakes before torch is imported; checks that
-need the heavy modules import them inside ``validate``. ``METHOD_CONFIGS`` pairs each method name with its config
-(clipbench/methods/*.py register the methods under these names).
+Torch-free, so Hydra composes a config and ``validate`` finds mistakes before torch is imported (FALIP's layer and
+head syntax: clipbench/models/head_specs.py). ``METHOD_CONFIGS`` pairs each method name with its config
+(clipbench/methods/__init__.py names the code of each).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class FalipConfig(MethodConfig):
             raise ConfigError("method.alpha", f"must be a finite number >= 0, got {self.alpha}")
         if not math.isfinite(self.sigma) or self.sigma <= 0:
             raise ConfigError("method.sigma", f"must be a finite number > 0, got {self.sigma}")
-        from clipbench.models.attention import ROWS, check_heads_spec, resolve_layers
+        from clipbench.models.head_specs import ROWS, check_heads_spec, resolve_layers
 
         for key, value, allowed in (("shape", self.shape, SHAPES), ("rows", self.rows, ROWS), ("resize", self.resize, RESIZE_MODES)):
             if value not in allowed:
@@ -99,9 +99,9 @@ class FalipConfig(MethodConfig):
         check_heads_spec(self.heads)
 
     def check_tower(self, depth: int, num_heads: int) -> None:
-        from clipbench.models.attention import head_scale_matrix, resolve_layers
+        from clipbench.models.head_specs import head_scale_rows, resolve_layers
 
-        head_scale_matrix(self.heads, resolve_layers(self.layers, depth), num_heads)
+        head_scale_rows(self.heads, resolve_layers(self.layers, depth), num_heads)
 
 
 @dataclass

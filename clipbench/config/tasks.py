@@ -1,7 +1,7 @@
 """Every task's config: its keys and their defaults, stated once (conf/task/<name>.yaml extends them).
 
-Torch-free, like clipbench/config/methods.py; ``TASK_CONFIGS`` pairs each task name with its config (the tasks
-register under these names in clipbench/tasks/*.py).
+Torch-free, like clipbench/config/methods.py; ``TASK_CONFIGS`` pairs each task name with its config
+(clipbench/tasks/__init__.py declares each task under these names).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class PointCloudTaskConfig:
     topk: list[int] = field(default_factory=lambda: [1, 5])
 
     def validate(self) -> None:
-        from clipbench.data.projection import PROJECTIONS
+        from clipbench.data.projection_specs import PROJECTIONS
 
         if self.projection not in PROJECTIONS:
             raise ConfigError("task.projection", f"{self.projection!r} is not allowed; use one of {sorted(PROJECTIONS)}")
@@ -142,7 +142,7 @@ class PointCloudTaskConfig:
             raise ConfigError("task.topk", f"must be a list of integers >= 1, got {self.topk}")
 
     def view_angles(self) -> list[tuple[float, float, float]]:
-        from clipbench.data.projection import PROJECTIONS
+        from clipbench.data.projection_specs import PROJECTIONS
 
         if self.views is None:
             return [tuple(v) for v in PROJECTIONS[self.projection].views]
@@ -156,7 +156,7 @@ class PointCloudTaskConfig:
             return None
         if self.tilts is not None:
             return _angle_list(self.tilts, "task.tilts")
-        from clipbench.data.projection import POINTCLIP_V2_TILTS
+        from clipbench.data.projection_specs import POINTCLIP_V2_TILTS
 
         return list(POINTCLIP_V2_TILTS) if self.views is None else None
 

@@ -6,25 +6,22 @@ All functions take clouds as a (B, N, 3) float tensor and run on its device.
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-# PointCLIP V1 (mv_utils_zs.py): Euler angles (a, b, c) of the six views,
-# 4 around the vertical axis plus top and bottom.
-POINTCLIP_V1_VIEWS: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.0, math.pi / 2),
-    (math.pi / 2, 0.0, math.pi / 2),
-    (math.pi, 0.0, math.pi / 2),
-    (3 * math.pi / 2, 0.0, math.pi / 2),
-    (0.0, -math.pi / 2, math.pi / 2),
-    (0.0, math.pi / 2, math.pi / 2),
+from clipbench.data.projection_specs import (  # noqa: F401  (torch-free, for config checks; re-exported)
+    POINTCLIP_V1_RESOLUTION,
+    POINTCLIP_V1_VIEWS,
+    POINTCLIP_V2_RESOLUTION,
+    POINTCLIP_V2_TILTS,
+    POINTCLIP_V2_VIEWS,
+    PROJECTIONS,
+    ProjectionSpec,
 )
+
 POINTCLIP_V1_TRANSLATION = 1.6
-POINTCLIP_V1_RESOLUTION = 128
 _EPS = 1e-12
 
 
@@ -121,18 +118,8 @@ def depth_to_images(
     return images
 
 
-# PointCLIP V2 realistic projection (zeroshot_cls/trainers/mv_utils_zs.py of the official
-# PointCLIP_V2 code): 10 views, each a main rotation followed by a small tilt ("_views_bias").
-POINTCLIP_V2_VIEWS: tuple[tuple[float, float, float], ...] = (
-    *[(k * math.pi / 4, 0.0, math.pi / 2) for k in (1, 3, 5, 7)],  # the four diagonal side views
-    *POINTCLIP_V1_VIEWS,  # then V1's four side views, top and bottom
-)
-POINTCLIP_V2_TILTS: tuple[tuple[float, float, float], ...] = (
-    *[(0.0, math.pi / 9, 0.0)] * 8,
-    *[(0.0, math.pi / 15, 0.0)] * 2,
-)
+# PointCLIP V2 realistic projection (zeroshot_cls/trainers/mv_utils_zs.py): views and tilts in projection_specs.py
 POINTCLIP_V2_TRANSLATION = (-0.5, -0.5, -1.5)
-POINTCLIP_V2_RESOLUTION = 112
 POINTCLIP_V2_DEPTH = 8
 POINTCLIP_V2_OBJ_RATIO = 0.8
 POINTCLIP_V2_DEPTH_BIAS = 0.2
@@ -272,22 +259,6 @@ def project_pointclip_v2(
     grid = points_to_grid_v2(camera.reshape(batch * n_views, -1, 3), resolution, depth)
     image = grid_to_image_v2(grid)
     return image.view(batch, n_views, *image.shape[-2:])
-
-
-@dataclass(frozen=True)
-class ProjectionSpec:
-    """A projection, its defaults and the value its empty (background) pixels hold."""
-
-    project: Callable[..., torch.Tensor]
-    views: tuple[tuple[float, float, float], ...]
-    resolution: int
-    background: float
-
-
-PROJECTIONS: dict[str, ProjectionSpec] = {
-    "pointclip_v1": ProjectionSpec(project_pointclip_v1, POINTCLIP_V1_VIEWS, POINTCLIP_V1_RESOLUTION, 0.0),
-    "pointclip_v2": ProjectionSpec(project_pointclip_v2, POINTCLIP_V2_VIEWS, POINTCLIP_V2_RESOLUTION, 1.0),
-}
 
 
 def foreground(maps: torch.Tensor, projection: str) -> torch.Tensor:

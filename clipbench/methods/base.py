@@ -9,13 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from clipbench.config.methods import METHOD_CONFIGS, MethodConfig, parse_region_prior
 from clipbench.metrics.boxes import Box
 from clipbench.registry import Registry
+
+if TYPE_CHECKING:  # config checks read the registry without torch
+    import torch
+    from PIL import Image
 
 Region = Sequence[Box]
 
@@ -29,7 +31,7 @@ def prior_box(width: int, height: int, spec: str) -> Box:
 
 
 class Method(ABC):
-    """Turns images and their regions into features; subclasses register with ``register_method``."""
+    """Turns images and their regions into features; clipbench/methods/__init__.py names each subclass."""
 
     def __init__(self, cfg: MethodConfig, model):
         self.cfg = cfg
@@ -88,11 +90,12 @@ class MethodSpec:
     build: Callable[..., Method]
 
 
-METHODS: Registry[MethodSpec] = Registry("method")
+METHODS: Registry[MethodSpec] = Registry("method", package="clipbench.methods", helpers=("base", "foveal_bias"))
 
 
 def register_method(name: str, config: type | None = None):
-    """Registers a method class under ``name``, with its config from ``METHOD_CONFIGS`` unless one is given."""
+    """Registers a method class under ``name`` when its module is imported, with its config from
+    ``METHOD_CONFIGS`` unless one is given (the built-in methods are declared in clipbench/methods/__init__.py)."""
 
     def add(cls):
         METHODS.register(name, MethodSpec(name, config or METHOD_CONFIGS.get(name, MethodConfig), cls))

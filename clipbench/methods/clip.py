@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from clipbench.config.methods import ClipConfig
-from clipbench.methods.base import METHODS, Method, MethodSpec, Region, whole_image
+from clipbench.methods.base import Method, Region, whole_image
 from clipbench.methods.foveal_bias import image_transform
 
 
@@ -39,5 +39,3 @@ class SquareInputClipMethod(ClipMethod):
 def build_clip(cfg: ClipConfig, model) -> ClipMethod:
     return (ClipMethod if cfg.resize == "center_crop" else SquareInputClipMethod)(cfg, model)
 
-
-METHODS.register("clip", MethodSpec("clip", ClipConfig, build_clip))

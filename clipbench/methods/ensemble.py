@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import torch
 
 from clipbench.config.methods import EnsembleConfig, member_config
-from clipbench.methods.base import METHODS, Method, register_method
+from clipbench.methods.base import METHODS, Method
 
 
-@register_method("ensemble")
 class EnsembleMethod(Method):
     def __init__(self, cfg: EnsembleConfig, model):
         from clipbench.models import load_model

@@ -21,7 +21,7 @@ import torch
 
 from clipbench.config.methods import DEFAULT_LAYERS, FalipConfig
 from clipbench.errors import ConfigError
-from clipbench.methods.base import Method, Region, register_method
+from clipbench.methods.base import Method, Region
 from clipbench.methods.foveal_bias import (
     PatchGrid,
     image_transform,
@@ -40,7 +40,6 @@ from clipbench.models.attention import (
 REGION_CHUNK = 64
 
 
-@register_method("falip")
 class FalipMethod(Method):
     def __init__(self, cfg: FalipConfig, model):
         super().__init__(cfg, model)

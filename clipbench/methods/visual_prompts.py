@@ -56,7 +56,7 @@ from clipbench.config.methods import (
     member_config,
 )
 from clipbench.errors import ConfigError
-from clipbench.methods.base import METHODS, Method, Region, register_method
+from clipbench.methods.base import METHODS, Method, Region
 from clipbench.methods.foveal_bias import image_transform, model_normalize
 from clipbench.metrics.boxes import Box, clip_box, expand_box, union_box
 
@@ -258,7 +258,6 @@ def _edit_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="visual-prompt")
 
 
-@register_method("crop")
 class CropMethod(ImageEditMethod):
     def region_boxes(self, image, region):
         return [union_box(super().region_boxes(image, region))]
@@ -267,7 +266,6 @@ class CropMethod(ImageEditMethod):
         return crop_image(image, boxes[0], self.cfg.margin)
 
 
-@register_method("blur")
 class BlurMethod(ImageEditMethod):
     def prepare(self, image):
         return image.filter(ImageFilter.GaussianBlur(self.cfg.radius))
@@ -276,7 +274,6 @@ class BlurMethod(ImageEditMethod):
         return blur_outside_boxes(image, boxes, blurred=shared)
 
 
-@register_method("red_circle")
 class RedCircleMethod(ImageEditMethod):
     outside = "none"  # FGVP's circle; grayscale / blur: grayscale_circle_mask / blur_circle_mask
 
@@ -306,7 +303,6 @@ class RedCircleMethod(ImageEditMethod):
         return list(fgvp_model_input(prompts, self.mean, self.std, size, self.prompt_size))
 
 
-@register_method("grayscale_circle")
 class GrayscaleCircleMethod(RedCircleMethod):
     outside = "grayscale"
 
@@ -319,12 +315,10 @@ class GrayscaleCircleMethod(RedCircleMethod):
         return super().edit(image, boxes, shared)
 
 
-@register_method("blur_circle")
 class BlurCircleMethod(RedCircleMethod):
     outside = "blur"
 
 
-@register_method("shade")
 class ShadeMethod(ImageEditMethod):
     def edit(self, image, boxes, shared):
         return shade_boxes(image, boxes, self.cfg.rgba)
@@ -337,7 +331,6 @@ class ShadeMethod(ImageEditMethod):
 # ---------------------------------------------------------------- combination by summed logits
 
 
-@register_method("combine")
 class CombineMethod(Method):
     """Sums the members' logits: the feature is the sum of the members' L2-normalised features.
 

@@ -8,10 +8,7 @@ a local checkpoint file, or an open_clip pretrained tag.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,13 +20,23 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from clipbench.errors import ConfigError
+from clipbench.models.archs import (  # noqa: F401  (torch-free; re-exported)
+    CONFIG_DIR,
+    SOURCES,
+    VIT_DEFAULTS,
+    _arch_config_file,
+    arch_config,
+    arch_digest,
+    model_config_paths,
+    read_model_json,
+    vit_tower_shape,
+)
 from clipbench.models.checkpoints import expand_compact, file_fingerprint, read_checkpoint, regenerate_hint
 from clipbench.models.finite import require_finite
 from clipbench.models.weights import DEFAULT_SEED, no_weights
 from clipbench.runtime import autocast
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).parent / "configs"
 TEXT_BATCH = 256
 _registered: list[Path] = []  # the folders and files open_clip was given, in order
 
@@ -51,56 +58,11 @@ def register_model_configs() -> None:
         _registered.append(path)
 
 
-def model_config_paths() -> list[Path]:
-    """The folders (or JSON files) clipbench registers with open_clip, in registration order."""
-    return [CONFIG_DIR, *map(Path, filter(None, os.environ.get("CLIPBENCH_MODEL_CONFIGS", "").split(os.pathsep)))]
-
-
-def read_model_json(file: Path) -> dict:
-    """One model JSON; a malformed one is a config error naming the file, line and column."""
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("CLIPBENCH_MODEL_CONFIGS", f"{file} is not valid JSON ({exc})") from None
-
-
 def available_archs() -> list[str]:
     import open_clip
 
     register_model_configs()
     return open_clip.list_models()
-
-
-def arch_config(arch: str) -> dict | None:
-    """``arch``'s model JSON, as ``open_clip.get_model_config`` returns it once clipbench's folders are
-    registered (tests/test_cli.py compares the two on every architecture); None when no JSON names it.
-
-    Config checks call this, so it reads the same folders itself, in open_clip's order (open_clip's own
-    model_configs/ first, later registrations win): importing open_clip takes seconds.
-    """
-    found = _arch_config_file(arch)
-    return found and found[1]
-
-
-def _arch_config_file(arch: str) -> tuple[Path, dict] | None:
-    """The JSON file that defines ``arch`` (see ``arch_config``) and its content."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("open_clip")
-    paths = [Path(spec.origin).parent / "model_configs"] if spec and spec.origin else []
-    for path in reversed(paths + model_config_paths()):
-        file = path / f"{arch}.json" if path.is_dir() else path
-        if file.is_file() and file.suffix == ".json" and file.stem == arch:
-            config = read_model_json(file)
-            if all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-                return file, config
-    return None
-
-
-def arch_digest(arch: str) -> str:
-    """The content of ``arch``'s model JSON as a short hash: a JSON edited under the same name (e.g.
-    ``quick_gelu`` switched on) is another architecture for the config hash and the embedding caches."""
-    return hashlib.sha256(json.dumps(arch_config(arch), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def sync_arch_config(arch: str) -> None:
@@ -112,24 +74,6 @@ def sync_arch_config(arch: str) -> None:
     found = _arch_config_file(arch)
     if found and open_clip.get_model_config(arch) != found[1]:
         open_clip.add_model_config(found[0])
-
-
-#: open_clip's CLIPVisionCfg defaults for the keys a ViT config may omit
-VIT_DEFAULTS = {"layers": 12, "width": 768, "head_width": 64}
-
-
-def vit_tower_shape(arch: str) -> tuple[int, int] | None:
-    """(blocks, heads) of ``arch``'s ViT image tower, from its config JSON without building it.
-
-    None for towers open_clip does not build as a plain ViT (ResNets, timm) or an unknown JSON.
-    """
-    vision = (arch_config(arch) or {}).get("vision_cfg")
-    if not isinstance(vision, dict) or vision.get("timm_model_name"):
-        return None
-    vision = VIT_DEFAULTS | vision
-    if not isinstance(vision["layers"], int):
-        return None
-    return vision["layers"], vision["width"] // vision["head_width"]
 
 
 @dataclass
@@ -422,8 +366,7 @@ def _load_hf(arch: str, pretrained, precision: str, device: torch.device, cache_
                        vision_geometry(model), source="hf")
 
 
-LOADERS: dict[str, Callable[..., LoadedModel]] = {"open_clip": _load_open_clip, "hf": _load_hf}
-SOURCES = tuple(LOADERS)
+LOADERS: dict[str, Callable[..., LoadedModel]] = {"open_clip": _load_open_clip, "hf": _load_hf}  # keys: archs.SOURCES
 _MODEL_CACHE: dict[tuple, LoadedModel] = {}
 
 

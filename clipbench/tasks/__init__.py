@@ -1,9 +1,24 @@
-"""Tasks: each module registers one task with a config schema and one ``evaluate`` function."""
+"""Tasks: each has a config schema (clipbench/config/tasks.py) and one ``evaluate`` function in its module.
 
+The entries are declared here and each module is imported when its task runs, so config checks and
+``clipbench-list`` need no torch.
+"""
+
+from clipbench.config.tasks import TASK_CONFIGS
 from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
 
 __all__ = ["TASKS", "RunContext", "TaskResult", "TaskSpec"]
 
-from clipbench.discovery import import_submodules  # noqa: E402
 
-import_submodules(__name__, __path__)
+def _declare(name: str, **flags) -> None:
+    TASKS.register(name, TaskSpec(name, TASK_CONFIGS[name], TASKS.lazy(f"{__name__}.{name}", "evaluate"), **flags))
+
+
+_declare("zeroshot")
+_declare("rec", picks_a_region=True, subtract=True)
+_declare("region_cls")
+_declare("pointcloud", methods=frozenset({"clip", "falip"}))
+_declare("clipscore", methods=frozenset({"clip"}))
+_declare("retrieval", methods=frozenset({"clip"}))
+_declare("linear_probe", methods=frozenset({"clip"}), shards=False)
+_declare("compositionality", methods=frozenset({"clip"}), shards=False)

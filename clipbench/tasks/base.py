@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from clipbench.distributed import SINGLE, Ranks
 from clipbench.errors import ConfigError
-from clipbench.metrics.uncertainty import Outcome
 from clipbench.registry import Registry
-from clipbench.runtime import Throughput
+
+if TYPE_CHECKING:  # config checks read the registry without torch
+    import torch
+
+    from clipbench.metrics.uncertainty import Outcome
+    from clipbench.runtime import Throughput
 
 
 @dataclass
@@ -37,7 +39,7 @@ class TaskSpec:
                               "rather than falip_subtract")
 
 
-TASKS: Registry[TaskSpec] = Registry("task")
+TASKS: Registry[TaskSpec] = Registry("task", package="clipbench.tasks", helpers=("base",))
 
 
 @dataclass
@@ -68,7 +70,7 @@ class TaskResult:
     skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     predictions: list[dict[str, Any]] | None = None
-    tables: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)  # per-class/per-view tables (columns -> values, or DataFrames) for W&B
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-sample data behind each metric
     extra: dict[str, Any] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)  # the first ctx.examples samples, with their image

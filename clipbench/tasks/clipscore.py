@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, ClipScoreConfig
+from clipbench.config.tasks import ClipScoreConfig
 from clipbench.data.captions import is_caption
 from clipbench.data.clipscore_corpora import PASCAL_CATEGORIES, CaptionSet
 from clipbench.errors import ConfigError
@@ -38,7 +38,7 @@ from clipbench.metrics.correlation import (
 )
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 from clipbench.tasks.retrieval import ImageFiles, image_features, texts_features
 
 
@@ -256,6 +256,3 @@ def _evaluate_pairs(model, dataset: CaptionSet, cfg: ClipScoreConfig, ctx: RunCo
         outcomes=outcomes,
         extra={"images_skipped": enc.images_skipped, "scorer": cfg.scorer, "draws": dataset.draws},
     )
-
-
-TASKS.register("clipscore", TaskSpec("clipscore", TASK_CONFIGS["clipscore"], evaluate, methods=frozenset({"clip"})))

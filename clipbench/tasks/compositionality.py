@@ -8,13 +8,13 @@ import json
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clipbench.config.tasks import TASK_CONFIGS, CompositionalityConfig
+from clipbench.config.tasks import CompositionalityConfig
 from clipbench.errors import ConfigError
 from clipbench.metrics.caption_selection import selection_hits, selection_results
 from clipbench.models.text_cache import text_features
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 class _Instances(Dataset):
@@ -85,6 +85,3 @@ def _prediction(sample_id, scores: torch.Tensor, scale: float) -> dict:
             "pred": json.dumps(scores.argmax(dim=1).tolist()),
             "scores": json.dumps([[round(v, 5) for v in row] for row in (scale * scores).tolist()])}
 
-
-TASKS.register("compositionality", TaskSpec("compositionality", TASK_CONFIGS["compositionality"], evaluate,
-                                            methods=frozenset({"clip"}), shards=False))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from clipbench.config import as_plain
-from clipbench.config.tasks import TASK_CONFIGS, LinearProbeConfig
+from clipbench.config.tasks import LinearProbeConfig
 from clipbench.errors import ConfigError, DataError
 from clipbench.metrics.classification import (
     classification_outcomes,
@@ -27,7 +27,7 @@ from clipbench.probe.fit import PROTOCOLS, ProbeFit, Split
 from clipbench.probe.splits import shot_subset, validation_split
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 PREFIX = "lp_"
 log = logging.getLogger(__name__)
@@ -181,6 +181,3 @@ def _predictions(fit: ProbeFit, test: SplitFeatures) -> list[dict]:
              "scores": json.dumps([round(v, 5) for v in row.tolist()])}
             for i, t, row in zip(test.indices.tolist(), test.targets.tolist(), fit.logits)]
 
-
-TASKS.register("linear_probe", TaskSpec("linear_probe", TASK_CONFIGS["linear_probe"], evaluate, methods=frozenset({"clip"}),
-                                                 shards=False))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, PointCloudTaskConfig
+from clipbench.config.tasks import PointCloudTaskConfig
 from clipbench.data.projection import (
     PROJECTIONS,
     depth_to_images,
@@ -44,7 +44,7 @@ from clipbench.metrics.classification import (
 from clipbench.models.text_cache import zero_shot_classifier
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput, synchronize
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 SEARCH_CHUNK = 256  # weight combinations scored at once
 
@@ -332,6 +332,3 @@ def evaluate(model, dataset, method, cfg: PointCloudTaskConfig, ctx: RunContext)
         outcomes=outcomes,
         extra=extra,
     )
-
-
-TASKS.register("pointcloud", TaskSpec("pointcloud", TASK_CONFIGS["pointcloud"], evaluate, methods=frozenset({"clip", "falip"})))

@@ -31,14 +31,14 @@ from typing import Any
 
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, RecConfig
+from clipbench.config.tasks import RecConfig
 from clipbench.data.loading import prefetched
 from clipbench.metrics.boxes import Box, clip_box, is_malformed
 from clipbench.metrics.iou import box_iou
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 def subtract_bank(logits: torch.Tensor, bank_logits: torch.Tensor) -> torch.Tensor:
@@ -335,6 +335,3 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
         extra={"split": dataset.split, "gold_proposals": dataset.gold_proposals, "dropped_proposals": dropped},
         examples=tally.examples,
     )
-
-
-TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate, picks_a_region=True, subtract=True))

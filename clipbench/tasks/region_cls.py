@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, RegionClsConfig
+from clipbench.config.tasks import RegionClsConfig
 from clipbench.data.loading import prefetched, rank_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.metrics.boxes import clip_box
@@ -25,7 +25,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 def method_templates(method, templates: list[str]) -> list[str]:
@@ -112,5 +112,3 @@ def _window(dataset, method, classifier, scale, meter: Throughput, loaded) -> Wi
         logits = (scale * feats @ classifier).cpu()
     return Window(logits, targets, ids, skips)
 
-
-TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, RetrievalConfig
+from clipbench.config.tasks import RetrievalConfig
 from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
@@ -15,7 +15,7 @@ from clipbench.metrics.retrieval import retrieval_results
 from clipbench.models.text_cache import cached, text_features
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 TEXT_CHUNK = 1024
 
@@ -127,6 +127,3 @@ def evaluate(model, dataset, method, cfg: RetrievalConfig, ctx: RunContext) -> T
         outcomes=outcomes,
         extra={"gallery_images": n_images, "captions": n_texts},
     )
-
-
-TASKS.register("retrieval", TaskSpec("retrieval", TASK_CONFIGS["retrieval"], evaluate, methods=frozenset({"clip"})))

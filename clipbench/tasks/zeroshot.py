@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import torch
 
-from clipbench.config.tasks import TASK_CONFIGS, ZeroShotConfig
+from clipbench.config.tasks import ZeroShotConfig
 from clipbench.data.loading import image_batches, pil_batches
 from clipbench.data.templates import resolve_templates
 from clipbench.errors import ConfigError
@@ -21,7 +20,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import RunContext, TaskResult
 
 
 def task_templates(cfg: ZeroShotConfig, dataset) -> list[str]:
@@ -79,9 +78,7 @@ def evaluate(model, dataset, method, cfg: ZeroShotConfig, ctx: RunContext) -> Ta
     metrics = {f"top{k}": topk_accuracy(logits, targets, k) for k in reported_topk(cfg.topk, num_classes)}
     metrics["mean_per_class_recall"] = mean_per_class_recall(preds, targets, num_classes)
     recall = per_class_recall(preds, targets, num_classes)
-    per_class = pd.DataFrame(
-        {"class": dataset.classnames, "recall": recall.tolist(), "n": torch.bincount(targets, minlength=num_classes).tolist()}
-    )
+    per_class = {"class": dataset.classnames, "recall": recall.tolist(), "n": torch.bincount(targets, minlength=num_classes).tolist()}
     predictions = None
     if ctx.save_predictions:
         predictions = [
@@ -109,7 +106,7 @@ def _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx: R
     from clip_benchmark.metrics.zeroshot_classification import average_precision_per_class
 
     ap = average_precision_per_class(logits, targets) if len(targets) else torch.full((logits.shape[1],), float("nan"))
-    per_class = pd.DataFrame({"class": dataset.classnames, "average_precision": ap.tolist(), "n": targets.sum(0).tolist()})
+    per_class = {"class": dataset.classnames, "average_precision": ap.tolist(), "n": targets.sum(0).tolist()}
     predictions = None
     if ctx.save_predictions:
         predictions = [
@@ -125,6 +122,3 @@ def _multilabel_result(dataset, logits, targets, indices, meter, skipped, ctx: R
         predictions=predictions,
         tables={"per_class_average_precision": per_class},
     )
-
-
-TASKS.register("zeroshot", TaskSpec("zeroshot", TASK_CONFIGS["zeroshot"], evaluate))
