@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         _print("Experiments (clipbench -m experiment=<name>; the whole description heads experiments/<name>.yaml)",
                experiment_rows(), args.width)
     if args.what in ("all", "languages"):
-        _print("Languages (dataset.language=, default en) of clip_benchmark's sets that ship more than English; "
-               "others take en only", language_rows(), args.width)
+        _print("Languages (dataset.language=, default en) of clip_benchmark's multilingual sets", language_rows(),
+               args.width)
     if args.what == "all":  # open_clip's tag list needs open_clip, and with it torch: seconds
         print(f"\nopen_clip architectures ({len(arch_names())}) and their tags: clipbench-list models [--filter TEXT]")
     if args.what == "models":

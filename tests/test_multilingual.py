@@ -136,3 +136,11 @@ def test_clipbench_list_shows_the_languages_and_the_task(capsys):
     main(["tasks", "--width", "0"])
     task_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| compositionality "))
     assert "sugar_crepe" in task_line and "winoground" in task_line
+
+
+def test_retrieval_languages_read_from_source_equal_the_modules_own():
+    """clipbench-list reads SUPPORTED_LANGUAGES from the package's source (importing it imports torch)."""
+    from clipbench.data.catalogue_languages import MULTILINGUAL_RETRIEVAL, dataset_languages, retrieval_module
+
+    for name in MULTILINGUAL_RETRIEVAL:
+        assert dataset_languages(name) == tuple(retrieval_module(name).SUPPORTED_LANGUAGES), name

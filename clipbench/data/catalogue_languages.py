@@ -6,7 +6,9 @@ package itself: its ``<lang>_classnames.json`` and ``<lang>_zeroshot_classificat
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -28,9 +30,8 @@ BABEL = "babel_imagenet"
 
 
 def _package_file(name: str) -> Path:
-    from clip_benchmark import datasets
-
-    return Path(datasets.__file__).parent / name
+    """A file of clip_benchmark's ``datasets/`` folder, found without importing the package."""
+    return Path(importlib.util.find_spec("clip_benchmark").origin).parent / "datasets" / name
 
 
 @lru_cache(maxsize=1)
@@ -56,10 +57,29 @@ def retrieval_module(name: str):
     return importlib.import_module(f"clip_benchmark.datasets.{MULTILINGUAL_RETRIEVAL[name]}")
 
 
+def module_constant(module: str, name: str):
+    """A literal list the package's ``datasets/<module>.py`` assigns to ``name`` (or imports from a sibling
+    module), read from the source: importing those modules imports torch and torchvision."""
+    tree = ast.parse(_package_file(f"{module}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            if isinstance(node.value, ast.Name):
+                return module_constant(_imported_from(tree, node.value.id), node.value.id)
+            return ast.literal_eval(node.value)
+    raise LookupError(f"clip_benchmark/datasets/{module}.py assigns no {name}")
+
+
+def _imported_from(tree: ast.Module, name: str) -> str:
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and any(a.name == name for a in node.names):
+            return node.module
+    raise LookupError(f"{name} is not imported from a sibling module")
+
+
 def dataset_languages(name: str) -> tuple[str, ...]:
     """The languages clip_benchmark ships for catalogue dataset ``name``."""
     if name in MULTILINGUAL_RETRIEVAL:
-        return tuple(retrieval_module(name).SUPPORTED_LANGUAGES)
+        return tuple(module_constant(MULTILINGUAL_RETRIEVAL[name], "SUPPORTED_LANGUAGES"))
     if name in CAPTION_LANGUAGES:
         return CAPTION_LANGUAGES[name]
     if name == BABEL:
