@@ -34,7 +34,7 @@ from clipbench.metrics.iou import box_iou
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec, only_result
 
 
 def subtract_bank(logits: torch.Tensor, bank_logits: torch.Tensor) -> torch.Tensor:
@@ -140,37 +140,63 @@ class SentenceScorer:
 
 
 def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskResult:
+    return only_result(evaluate_many(model, dataset, [method], cfg, ctx))
+
+
+def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> list[TaskResult | Exception]:
+    """``evaluate`` of several configs of one method in one pass over the data (each image read once, its
+    proposals encoded by ``encode_together``); a config that fails gets its exception, the others go on."""
     work = list(_limited(dataset, ctx.limit))
-    scorer = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
-    meter, tally = Throughput(ctx.device), Tally()
+    scorers: dict[int, SentenceScorer] = {}
+    failed: dict[int, Exception] = {}
+    for k, method in enumerate(methods):
+        try:
+            scorers[k] = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
+        except Exception as exc:  # noqa: BLE001  (this config fails alone)
+            failed[k] = exc
+    meter, tallies = Throughput(ctx.device), {k: Tally() for k in range(len(methods))}
+
+    def skip(reason: str, n: int) -> None:
+        for tally in tallies.values():
+            tally.skip(reason, n)
+
     bar = tqdm(total=sum(len(s) for _, s in work), desc="rec", disable=not ctx.progress, unit="sent")
-    for batch in _batches(_readable_images(dataset, work, ctx.num_workers, tally, bar), ctx.batch_size):
+    for batch in _batches(_readable_images(dataset, work, ctx.num_workers, skip, bar), ctx.batch_size):
+        live = [k for k in range(len(methods)) if k not in failed]
         n_sentences = sum(len(item.sentences) for item in batch)
         with meter.forward(n_sentences):  # items = sentences, as n
-            feats = method.encode_regions([item.image for item in batch], [[[box] for _, box in item.valid] for item in batch])
-        for item, f in zip(batch, feats):
-            tally.add(judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals, cfg.iou_threshold,
-                                  ctx.save_predictions, ctx.seed))
+            feats = type(methods[0]).encode_together([methods[k] for k in live], [item.image for item in batch],
+                                                     [[[box] for _, box in item.valid] for item in batch])
+        for k, per_image in zip(live, feats):
+            try:
+                if isinstance(per_image, Exception):
+                    raise per_image
+                for item, f in zip(batch, per_image):
+                    tallies[k].add(judge_image(item, scorers[k].logits(f, item.sentences), dataset.gold_proposals,
+                                               cfg.iou_threshold, ctx.save_predictions, ctx.seed))
+            except Exception as exc:  # noqa: BLE001
+                failed[k] = exc
         bar.update(n_sentences)
     bar.close()
     meter.stop()
-    return _result(tally, meter, dataset, ctx.save_predictions)
+    return [failed[k] if k in failed else _result(tallies[k], meter, dataset, ctx.save_predictions) for k in range(len(methods))]
 
 
-def _readable_images(dataset, work, num_workers: int, tally: Tally, bar) -> Iterator[ImageWork]:
+def _readable_images(dataset, work, num_workers: int, skip, bar) -> Iterator[ImageWork]:
     """The images of ``work`` that have something to judge; the sentences of the others are skipped
-    (unreadable image, no valid proposal) and counted on ``bar``, and dropped proposals are counted."""
+    (unreadable image, no valid proposal; ``skip(reason, n)``) and counted on ``bar``, and dropped proposals
+    are counted."""
     for (entry, sentences), image in prefetched(lambda item: dataset.image(item[0]), work, num_workers):
         if image is None:
-            tally.skip("unreadable image", len(sentences))
+            skip("unreadable image", len(sentences))
             bar.update(len(sentences))
             continue
         clipped = ((i, clip_box(p.box, *image.size)) for i, p in enumerate(entry.proposals))
         valid = [(i, box) for i, box in clipped if box is not None]
         if len(valid) < len(entry.proposals):
-            tally.skip(DROPPED_PROPOSALS, len(entry.proposals) - len(valid))
+            skip(DROPPED_PROPOSALS, len(entry.proposals) - len(valid))
         if not valid:
-            tally.skip("no valid proposals", len(sentences))
+            skip("no valid proposals", len(sentences))
             bar.update(len(sentences))
             continue
         yield ImageWork(entry, image, sentences, valid)
@@ -273,4 +299,5 @@ def _result(tally: Tally, meter: Throughput, dataset, save_predictions: bool) ->
     )
 
 
-TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate, picks_a_region=True, subtract=True))
+TASKS.register("rec", TaskSpec("rec", TASK_CONFIGS["rec"], evaluate, picks_a_region=True, subtract=True,
+                                evaluate_many=evaluate_many))

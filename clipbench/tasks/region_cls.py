@@ -24,7 +24,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec
+from clipbench.tasks.base import TASKS, RunContext, TaskResult, TaskSpec, only_result
 
 
 def method_templates(method, templates: list[str]) -> list[str]:
@@ -33,22 +33,41 @@ def method_templates(method, templates: list[str]) -> list[str]:
 
 
 def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> TaskResult:
-    templates = method_templates(method, resolve_templates(cfg.templates))
-    classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
+    return only_result(evaluate_many(model, dataset, [method], cfg, ctx))
+
+
+def evaluate_many(model, dataset, methods, cfg: RegionClsConfig, ctx: RunContext) -> list[TaskResult | Exception]:
+    """``evaluate`` of several configs of one method in one pass over the data (each image read once, its
+    regions encoded by ``encode_together``); a config that fails gets its exception, the others go on."""
+    failed: dict[int, Exception] = {}
+    templates, classifiers = {}, {}
+    for k, method in enumerate(methods):
+        try:
+            templates[k] = method_templates(method, resolve_templates(cfg.templates))
+            classifiers[k] = method.classifier(dataset.classnames, templates[k], ctx.cache_dir)
+        except Exception as exc:  # noqa: BLE001  (this config fails alone)
+            failed[k] = exc
     scale = model.logit_scale
     meter = Throughput(ctx.device)
     skips: Counter[str] = Counter()
-    logits_all, targets, ids = [], [], []
+    logits_all: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(methods))}
+    targets, ids = [], []
     n = len(dataset) if ctx.limit is None else min(ctx.limit, len(dataset))
     images, regions = [], []
 
     def flush():
-        if images:
-            with meter.forward(len(images)):
-                feats = torch.cat(method.encode_regions(images, regions))
-                logits_all.append((scale * feats @ classifier).cpu())
-            images.clear()
-            regions.clear()
+        if not images:
+            return
+        live = [k for k in range(len(methods)) if k not in failed]
+        with meter.forward(len(images)):
+            feats = type(methods[0]).encode_together([methods[k] for k in live], images, regions)
+            for k, per_image in zip(live, feats):
+                if isinstance(per_image, Exception):
+                    failed[k] = per_image
+                else:
+                    logits_all[k].append((scale * torch.cat(per_image) @ classifiers[k]).cpu())
+        images.clear()
+        regions.clear()
 
     loaded = prefetched(dataset.image, range(n), ctx.num_workers)
     for i, image in tqdm(loaded, total=n, desc="region_cls", disable=not ctx.progress, unit="img"):
@@ -69,6 +88,11 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
             flush()
     flush()
     meter.stop()
+    return [failed[k] if k in failed else _result(dataset, cfg, ctx, logits_all[k], targets, ids, skips, meter, templates[k])
+            for k in range(len(methods))]
+
+
+def _result(dataset, cfg: RegionClsConfig, ctx: RunContext, logits_all, targets, ids, skips, meter, templates) -> TaskResult:
     num_classes = len(dataset.classnames)
     logits = torch.cat(logits_all) if logits_all else torch.empty(0, num_classes)
     target = torch.tensor(targets, dtype=torch.long)
@@ -94,4 +118,4 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     )
 
 
-TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate))
+TASKS.register("region_cls", TaskSpec("region_cls", TASK_CONFIGS["region_cls"], evaluate, evaluate_many=evaluate_many))
