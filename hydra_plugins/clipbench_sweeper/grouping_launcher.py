@@ -5,8 +5,6 @@ differ only in FALIP's bias keys share one pass over the data (clipbench/grouped
 ``clipbench -m ...`` groups; ``hydra.launcher.group_configs=false`` runs every job on its own.
 """
 
-from __future__ import annotations
-
 import copy
 import logging
 from collections.abc import Sequence
