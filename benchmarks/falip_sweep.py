@@ -183,11 +183,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: toyclip, ViT-B-16")
     parser.add_argument("--max-configs", type=int, default=0, help="only the first N configs of each sweep (0: all)")
-    parser.add_argument("--quick", action="store_true", help="toy CLIP only, 6 sentences, 6 configs per sweep")
+    parser.add_argument("--quick", action="store_true", help="toy CLIP only, 4 sentences, 4 configs per sweep")
     args = parser.parse_args(argv)
     args.models = args.models.split(",")
     if args.quick:
-        args.models, args.limit, args.max_configs = ["toyclip"], 6, 6
+        args.models, args.limit, args.max_configs = ["toyclip"], 4, 4
     return args
 
 

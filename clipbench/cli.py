@@ -214,9 +214,11 @@ def main() -> None:
         sys.exit(2)
     from hydra_plugins.clipbench_sweeper.grouping_launcher import register_as_basic
     from hydra_plugins.clipbench_sweeper.process_launcher import register_as_joblib
+    from hydra_plugins.clipbench_sweeper.startup_batch_sweeper import register_as_optuna
 
     register_as_basic()
     register_as_joblib()
+    register_as_optuna()
     quiet_third_party_output()
     try:
         app()

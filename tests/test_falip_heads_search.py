@@ -68,9 +68,13 @@ def test_block_scales_form_of_heads():
 def test_toy_study_runs_every_trial(tmp_path, toy_root, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", "hydra.sweeper.n_trials=4", f"paths.toy={toy_root}",
-                "hydra.sweeper.sampler.n_startup_trials=2", "limit=4", "device=cpu", "progress=false",
-                f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=True)
+        proc = run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", "hydra.sweeper.n_trials=4",
+                       f"paths.toy={toy_root}", "hydra.sweeper.sampler.n_startup_trials=3", "limit=4", "device=cpu",
+                       "progress=false", f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=True)
+    # the 3 startup trials (drawn without results) are launched together and evaluated in one pass, the 4th alone
+    assert "evaluated 3 configs in one pass" in proc.stdout + proc.stderr
+    grouped = [json.loads((tmp_path / "sweep" / str(j) / "metrics.json").read_text()).get("grouped_configs") for j in range(4)]
+    assert grouped == [3, 3, 3, None]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     import pandas as pd
 

@@ -3,12 +3,14 @@ give every config the rows, metrics, intervals, outcomes and predictions of the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from helpers import compose_config
 
 import tests.tiny_towers  # noqa: F401  (registers the tiny SigLIP-style and EVA02-style timm towers)
@@ -140,3 +142,38 @@ def test_multirun_groups_resumes_and_records_a_bad_config(tmp_path, toy_root):
     assert len(failures) == 3 and failures.overrides.str.contains("scale").all()
     for job in (2, 4):  # alpha 0.4 and 0.8 with heads=all
         assert json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())["grouped_configs"] == 2
+
+
+def test_falip_sweep_benchmark_quick(toy_root, capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("falip_sweep", ROOT / "benchmarks" / "falip_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "falip_sweep", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    rows = module.main(["--quick", "--toy-root", str(toy_root)])
+    assert [r["sweep"] for r in rows] == ["heads 16", "alpha x layers 20"] and all(r["same"] for r in rows)
+    assert all(r["configs"] == 4 and r["grouped_s"] > 0 and 0 <= r["prefix"] <= 1 for r in rows)
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_startup_trials_asked_together_are_the_trials_asked_one_by_one():
+    """Why the startup batch changes no search: TPE draws its startup trials without looking at results."""
+    import optuna
+
+    from hydra_plugins.clipbench_sweeper.startup_batch_sweeper import startup_trials
+
+    def params(together: bool) -> list[dict]:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4), direction="maximize")
+        trials = []
+        for _ in range(4):
+            trial = study.ask()
+            trial.suggest_float("alpha", 0.0, 1.0)
+            trial.suggest_int("k", 1, 4)
+            trials.append(trial)
+            if not together:
+                study.tell(trial, trial.params["alpha"])
+        return [t.params for t in trials]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert params(True) == params(False)
+    assert startup_trials(optuna.samplers.TPESampler(n_startup_trials=4)) == 4
+    assert startup_trials(optuna.samplers.GridSampler({"a": [1]})) == 0
