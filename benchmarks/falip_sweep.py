@@ -11,7 +11,8 @@ ViT-B-16; the timing does not depend on the weights):
 loaded, as in one sweep process); "grouped" evaluates them all with ``evaluate_many`` (clipbench/grouped.py).
 Printed per sweep: both wall times and their ratio (goal >= 3x for the 48-config sweep at ViT-B-16), the
 marginal cost of one more config in the group as a fraction of one config alone, the peak memory of each
-path (CUDA allocation on GPU, else the process's peak RSS), and the share of one config's time alone spent
+path (CUDA allocation on GPU, else the process's peak RSS), the ratio of the process CPU times too (on a shared
+machine it depends less on the other users' load than the wall time), and the share of one config's time alone spent
 decoding and preprocessing images, in the unbiased prefix (embedding and blocks before the first biased one)
 and in the rest (biased suffix, pooling, scoring): the ratio's limit is about 1 / (suffix share) for many
 configs. The numbers of both paths are checked equal.
@@ -117,43 +118,48 @@ def measure(arch: str, pretrained: str | None, name: str, jobs: list[list[str]],
     clock = Clock()
     tower_type = type(attention_tower(b.model.model, arch))
 
-    def timed(fn) -> tuple[float, object, float]:
+    cpu = {"separate": 0.0, "grouped": 0.0}
+
+    def timed(fn, path: str | None = None) -> tuple[float, object, float]:
         reset_peak_memory(b.device)
         synchronize(b.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         synchronize(b.device)
+        if path:
+            cpu[path] += time.process_time() - c0
         return time.perf_counter() - t0, out, peak_memory_mb(b.device)
 
     with watched(clock, b.dataset, methods, tower_type):
         separate, alone, peak_separate = 0.0, [], 0.0
         for method in methods:
             clock.first_biased[:] = [method.layers[0] if method.layers else 10**6]
-            seconds, result, peak = timed(lambda m=method: task.evaluate(b.model, b.dataset, m, v.task, b.ctx))
+            seconds, result, peak = timed(lambda m=method: task.evaluate(b.model, b.dataset, m, v.task, b.ctx), "separate")
             separate += seconds
             alone.append(result)
             peak_separate = max(peak_separate, peak)
         clock.first_biased[:] = []
-        grouped, together, peak_grouped = timed(lambda: task.evaluate_many(b.model, b.dataset, methods, v.task, b.ctx))
+        grouped, together, peak_grouped = timed(lambda: task.evaluate_many(b.model, b.dataset, methods, v.task, b.ctx),
+                                                "grouped")
         one, _, _ = timed(lambda: task.evaluate_many(b.model, b.dataset, methods[:1], v.task, b.ctx))
     same = all(a.metrics == g.metrics and a.predictions == g.predictions for a, g in zip(alone, together))
     single = separate / len(methods)
     return {
         "model": arch, "sweep": name, "configs": len(methods), "separate_s": separate, "grouped_s": grouped,
-        "ratio": separate / grouped, "marginal": (grouped - one) / (len(methods) - 1) / single,
+        "ratio": separate / grouped, "cpu_ratio": cpu["separate"] / max(cpu["grouped"], 1e-9), "marginal": (grouped - one) / (len(methods) - 1) / single,
         "peak_separate_mb": peak_separate, "peak_grouped_mb": peak_grouped, "decode": clock.decode / separate,
         "prefix": clock.prefix / separate, "same": same,
     }
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'model':10}{'sweep':20}{'configs':>8}{'separate s':>12}{'grouped s':>11}{'ratio':>7}{'marginal':>10}"
+    head = (f"{'model':10}{'sweep':20}{'configs':>8}{'separate s':>12}{'grouped s':>11}{'ratio':>7}{'cpu ratio':>10}{'marginal':>10}"
             f"{'peak sep MB':>13}{'peak grp MB':>13}{'decode':>8}{'prefix':>8}{'suffix':>8}{'same':>6}")
     lines = [head]
     for r in rows:
         suffix = 1 - r["decode"] - r["prefix"]
         lines.append(
-            f"{r['model']:10}{r['sweep']:20}{r['configs']:8d}{r['separate_s']:12.2f}{r['grouped_s']:11.2f}{r['ratio']:6.2f}x"
+            f"{r['model']:10}{r['sweep']:20}{r['configs']:8d}{r['separate_s']:12.2f}{r['grouped_s']:11.2f}{r['ratio']:6.2f}x{r['cpu_ratio']:9.2f}x"
             f"{r['marginal']:10.3f}{r['peak_separate_mb']:13.0f}{r['peak_grouped_mb']:13.0f}{r['decode']:8.1%}"
             f"{r['prefix']:8.1%}{suffix:8.1%}{'yes' if r['same'] else 'NO':>6}"
         )
@@ -203,7 +209,7 @@ def main(argv=None) -> list[dict]:
                 args.toy_root = make_toy_world(Path(world) / "toy", quiet=True)
         rows = run(args)
     print(f"\nFALIP sweeps on the toy REC set ({args.limit} sentences, {args.device}): grouped (one pass) vs separate "
-          "jobs in one process;\nmarginal = one more config's cost in the group / one config alone; decode, prefix, "
+          "jobs in one process;\ncpu ratio = the same ratio of process CPU seconds; marginal = one more config's cost in the group / one config alone; decode, prefix, "
           "suffix = shares of the time alone")
     print(table(rows))
     return rows
