@@ -234,9 +234,11 @@ def main() -> None:
     if needs_plus:
         print(f"error: {needs_plus.split('=')[0]}: a preset added on top of the defaults; write +{needs_plus}", file=sys.stderr)
         sys.exit(2)
+    from hydra_plugins.clipbench_sweeper.grouping_launcher import register_as_basic
     from hydra_plugins.clipbench_sweeper.optuna_study import register_as_optuna
     from hydra_plugins.clipbench_sweeper.process_launcher import register_as_joblib
 
+    register_as_basic()
     register_as_joblib()
     register_as_optuna()
     quiet_third_party_output()

@@ -243,7 +243,7 @@ def run(cfg: DictConfig, run_dir: Path, experiment: str | None = None, method_co
             return []
         try:
             built = build(v, cfg, run_dir, ranks)
-            result, seconds = evaluate(v, built)
+            result, seconds = evaluate(v, built, (chash, weights))
             usage = run_usage(ranks, built.device, result, seconds)
             if not ranks.is_main:
                 return []  # rank 0 writes the one set of rows and run files
@@ -335,13 +335,20 @@ def build(v: ValidatedConfig, cfg: DictConfig, run_dir: Path, ranks=None) -> Bui
     return Built(device, dataset, model, method, ctx)
 
 
-def evaluate(v: ValidatedConfig, built: Built):
-    """Step 3: the task's own ``evaluate``; returns its result and the seconds it took."""
+def evaluate(v: ValidatedConfig, built: Built, identity: tuple[str, str] | None = None):
+    """Step 3: the task's own ``evaluate``, or this config's share of its sweep group's pass (``identity``: the
+    config hash and weights fingerprint, clipbench/grouped.py); returns its result and the seconds it took."""
+    from clipbench.grouped import grouped_result
     from clipbench.tasks import TASKS
 
-    started = time.perf_counter()
-    result = TASKS.get(v.task.name).evaluate(built.model, built.dataset, built.method, v.task, built.ctx)
-    seconds = time.perf_counter() - started
+    # grouped sweeps run in one process; a run sharded over ranks evaluates its own config alone
+    shared = grouped_result(v, built, *identity) if identity and not built.ctx.ranks.distributed else None
+    if shared is not None:
+        result, seconds = shared
+    else:
+        started = time.perf_counter()
+        result = TASKS.get(v.task.name).evaluate(built.model, built.dataset, built.method, v.task, built.ctx)
+        seconds = time.perf_counter() - started
     if result.n == 0:
         raise DataError(f"no sample was evaluated: {nothing_evaluated(v.dataset, result)}")
     return result, seconds

@@ -67,8 +67,9 @@ def test_block_scales_form_of_heads():
 
 
 def test_toy_study_is_stored_resumed_plotted_and_printed_one_line_per_trial(tmp_path, toy_root):
-    """A study resumed from its SQLite file runs every missing trial, one short line each, and leaves its plots
-    beside the sweep for the report (tests/test_readable_sweeps.py covers the pieces)."""
+    """A study resumed from its SQLite file runs every missing trial, one short line each, the startup trials it
+    still lacks launched together and evaluated in one pass, and leaves its plots beside the sweep for the report
+    (tests/test_readable_sweeps.py covers the pieces)."""
     import pandas as pd
 
     from clipbench.report.build import build_report
@@ -87,17 +88,22 @@ def test_toy_study_is_stored_resumed_plotted_and_printed_one_line_per_trial(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         proc = run_cli("-m", "experiment=toy_falip_head_sensitivity", "hparams_search=falip_heads", f"paths.toy={toy_root}",
-                       "hydra.sweeper.n_trials=3", "limit=3", "device=cpu", "progress=false",
+                       "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=3", "limit=3", "device=cpu",
+                       "progress=false",
                        f"results_csv={tmp_path / 'r.csv'}", f"hydra.sweep.dir={sweep}", check=True)
     out = (proc.stdout + proc.stderr).replace(str(tmp_path), "TMP").replace(str(ROOT), "ROOT")  # paths vary
     assert not [line for line in out.splitlines() if len(line) > LINE and ("[HYDRA]" in line or line.startswith("|"))]
-    assert "1 of 3 trials completed, 2 to go" in out
+    assert "1 of 4 trials completed, 3 to go" in out
     lines = [line.split("] ", 1)[1] for line in out.splitlines() if "] trial " in line]
-    assert [line.split(":")[0] for line in lines] == ["trial 2", "trial 3"]
+    assert [line.split(":")[0] for line in lines] == ["trial 2", "trial 3", "trial 4"]
+    # the 2 startup trials still missing (drawn without results) are evaluated in one pass, the last one alone
+    assert "evaluated 2 configs in one pass" in out
+    grouped = [json.loads((sweep / str(j) / "metrics.json").read_text()).get("grouped_configs") for j in (2, 3, 4)]
+    assert grouped == [2, 2, None]
     assert all(line.split(": ")[1].startswith("accuracy=") and "alpha=" in line and "heads=" in line for line in lines)
     study = optuna.load_study(study_name="falip_heads", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # no trial failed
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["2", "3"]  # numbering goes on: nothing overwritten
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]  # no trial failed
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["2", "3", "4"]  # numbering goes on: nothing overwritten
     runs = pd.read_csv(tmp_path / "r.csv").query("metric == 'accuracy'")
     assert runs.value.tolist() == [t.value for t in study.trials[2:]]
     assert all(json.loads(p)["heads"] and isinstance(json.loads(p)["heads"], dict) for p in runs.method_params)

@@ -31,14 +31,22 @@ def table(stdout: str) -> list[dict]:
     return [dict(zip(split[0], cells)) for cells in split[1:]]
 
 
+def datasets_of(job) -> int:
+    """How many datasets (or languages of one) a toy_default job lists: each is a case of its own."""
+    listed = [o.split("=", 1)[1] for o in job if o.startswith(("dataset.name=", "dataset.language="))]
+    return len(listed[0].split(",")) if listed else 1
+
+
 def test_cpu_run_prints_one_table_with_every_step(cpu_check):
     assert cpu_check.returncode == 0, cpu_check.stdout[-2000:] + cpu_check.stderr[-3000:]
     rows = table(cpu_check.stdout)
     assert rows and list(rows[0]) == gpu_check.COLUMNS
     toy = [r for r in rows if r["step"] == "toy_default"]
     jobs = OmegaConf.load(ROOT / "experiments" / "toy_default.yaml").hydra.sweeper.jobs
-    assert len({r["case"] for r in toy}) == len(jobs)
-    assert {r["case"].split()[0] for r in toy} == {job[0].removeprefix("+toy=") for job in jobs}
+    assert len({r["case"] for r in toy}) == sum(map(datasets_of, jobs))  # every job, each of its datasets
+    tasks = {OmegaConf.load(ROOT / "conf" / "toy" / f"{job[0].removeprefix('+toy=')}.yaml").defaults[0]["override /task"]
+             for job in jobs}
+    assert {r["case"].split()[0] for r in toy} == tasks
     for r in toy:  # fp32 and bf16 side by side; fp16 is refused on CPU
         assert all(r[f"{c}{p}"] for c in ("", "items/s ", "peak MB ") for p in gpu_check.CPU_PRECISIONS), r
         assert not r["fp16"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from clipbench.data.templates import has_one_field
 from clipbench.errors import ConfigError
@@ -28,6 +28,9 @@ class MethodConfig:
     name: str = "clip"
     subtract: bool = False
     region: str = "full"  # for tasks without boxes: full | center:<fraction>
+    # keys that may differ between configs evaluated in one pass over the data (clipbench/grouped.py); none:
+    # every config of this method runs alone
+    shared_pass_keys: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         parse_region_prior(self.region)
@@ -83,6 +86,8 @@ class FalipConfig(MethodConfig):
     heads: Any = "all"
     resize: str = "square"
     fast: bool = True
+    # the bias only: the images, their preprocessing (resize) and the blocks before the first biased one are shared
+    shared_pass_keys: ClassVar[tuple[str, ...]] = ("alpha", "sigma", "shape", "rows", "layers", "heads", "fast")
 
     def validate(self) -> None:
         super().validate()

@@ -69,6 +69,18 @@ class Method(ABC):
     def encode_regions(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
         """For image i, a (len(regions[i]), D) tensor of L2-normalised features."""
 
+    @classmethod
+    def encode_together(cls, methods: Sequence[Method], images, regions) -> list[list[torch.Tensor] | Exception]:
+        """Several configs of this method on the same images and regions: each one's ``encode_regions``, or
+        its exception (a method that can share work between configs overrides this, e.g. FALIP)."""
+        out: list[list[torch.Tensor] | Exception] = []
+        for method in methods:
+            try:
+                out.append(method.encode_regions(images, regions))
+            except Exception as exc:  # noqa: BLE001  (this config fails alone)
+                out.append(exc)
+        return out
+
     def params(self) -> dict:
         from clipbench.config import as_plain
 

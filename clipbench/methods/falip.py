@@ -28,8 +28,10 @@ from clipbench.methods.foveal_bias import (
     region_patch_weights,
 )
 from clipbench.models.attention import (
+    BiasJob,
     attention_tower,
     bias_from_patch_weights,
+    encode_jobs_with_attention_bias,
     encode_with_attention_bias,
     head_scale_matrix,
     probe_bias_from_patch_weights,
@@ -66,37 +68,72 @@ class FalipMethod(Method):
         cfg = self.cfg
         return region_patch_weights(region, image.width, image.height, self.grid, cfg.resize, cfg.alpha, cfg.sigma, cfg.shape)
 
-    def encode_with_weights(self, images: torch.Tensor, weights: torch.Tensor, owner=None) -> torch.Tensor:
-        """(R, D) features of preprocessed ``images`` with (R, g, g) patch weights (``owner``: image of each)."""
+    def bias_job(self, weights: torch.Tensor, owner=None) -> BiasJob:
+        """The attention biases of (R, g, g) patch weights (``owner``: the image of each)."""
         if self.on_probe:
             probe = probe_bias_from_patch_weights(weights, self.tower)
-            return encode_with_attention_bias(
-                self.model, images, None, (), owner=owner, fast=self.cfg.fast, probe_bias=probe, probe_scale=self.head_scale
-            )
+            return BiasJob(None, (), owner=owner, fast=self.cfg.fast, probe_bias=probe, probe_scale=self.head_scale)
         bias = bias_from_patch_weights(weights, self.cfg.rows, self.tower.prefix)
+        return BiasJob(bias, self.layers, self.head_scale, owner=owner, fast=self.cfg.fast)
+
+    def encode_with_weights(self, images: torch.Tensor, weights: torch.Tensor, owner=None) -> torch.Tensor:
+        """(R, D) features of preprocessed ``images`` with (R, g, g) patch weights (``owner``: image of each)."""
+        job = self.bias_job(weights, owner)
         return encode_with_attention_bias(
-            self.model, images, bias, self.layers, self.head_scale, owner=owner, fast=self.cfg.fast
+            self.model, images, job.bias, job.layers, job.head_scale, owner=owner, fast=job.fast,
+            probe_bias=job.probe_bias, probe_scale=job.probe_scale,
         )
 
     def encode_regions(self, images, regions: Sequence[Sequence[Region]]) -> list[torch.Tensor]:
-        flat = [(i, self.patch_weights(images[i], region)) for i in range(len(images)) for region in regions[i]]
-        tensors: dict[int, torch.Tensor] = {}
-        feats = []
-        for start in range(0, len(flat), REGION_CHUNK):
-            chunk = flat[start : start + REGION_CHUNK]
-            owners = sorted({i for i, _ in chunk})
-            for i in owners:
-                if i not in tensors:
-                    tensors[i] = self.transform(images[i])
-            local = {i: k for k, i in enumerate(owners)}
-            feats.append(
-                self.encode_with_weights(
-                    torch.stack([tensors[i] for i in owners]), torch.stack([w for _, w in chunk]),
-                    owner=torch.tensor([local[i] for i, _ in chunk]),
-                )
-            )
-            for i in owners[:-1]:
-                tensors.pop(i, None)  # an image's regions are consecutive: only the last may continue
-        dim = feats[0].shape[1] if feats else int(self.model.model.visual.output_dim)
-        out = torch.cat(feats) if feats else torch.empty(0, dim)
-        return list(out.split([len(r) for r in regions]))
+        (out,) = encode_regions_together([self], images, regions)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    @classmethod
+    def encode_together(cls, methods, images, regions):
+        return encode_regions_together(methods, images, regions)
+
+
+def encode_regions_together(
+    methods: Sequence[FalipMethod], images, regions: Sequence[Sequence[Region]]
+) -> list[list[torch.Tensor] | Exception]:
+    """Each method's ``encode_regions`` of the same images and regions in one pass: every image is
+    preprocessed once and its unbiased blocks run once for all methods (they share the model and ``resize``);
+    a method that fails gets its exception and the others go on (docs/grouped_sweeps.md)."""
+    first = methods[0]
+    if any(m.model is not first.model or m.cfg.resize != first.cfg.resize for m in methods):
+        raise ValueError("methods encoded together must share the model and method.resize")
+    boxes = [(i, region) for i in range(len(images)) for region in regions[i]]
+    tensors: dict[int, torch.Tensor] = {}
+    feats: list[list[torch.Tensor] | Exception] = [[] for _ in methods]
+    for start in range(0, len(boxes), REGION_CHUNK):
+        chunk = boxes[start : start + REGION_CHUNK]
+        owners = sorted({i for i, _ in chunk})
+        for i in owners:
+            if i not in tensors:
+                tensors[i] = first.transform(images[i])
+        local = {i: k for k, i in enumerate(owners)}
+        owner = torch.tensor([local[i] for i, _ in chunk])
+        live = [k for k, f in enumerate(feats) if not isinstance(f, Exception)]
+        jobs = {}
+        for k in live:
+            try:
+                weights = torch.stack([methods[k].patch_weights(images[i], region) for i, region in chunk])
+                jobs[k] = methods[k].bias_job(weights, owner)
+            except Exception as exc:  # noqa: BLE001  (this config fails alone)
+                feats[k] = exc
+        batch = torch.stack([tensors[i] for i in owners])
+        for k, out in zip(jobs, encode_jobs_with_attention_bias(first.model, batch, list(jobs.values()))):
+            if isinstance(out, Exception):
+                feats[k] = out
+            else:
+                feats[k].append(out)
+        for i in owners[:-1]:
+            tensors.pop(i, None)  # an image's regions are consecutive: only the last may continue
+    sizes = [len(r) for r in regions]
+    return [f if isinstance(f, Exception) else list(_joined(f, first).split(sizes)) for f in feats]
+
+
+def _joined(feats: list[torch.Tensor], method: FalipMethod) -> torch.Tensor:
+    return torch.cat(feats) if feats else torch.empty(0, int(method.model.model.visual.output_dim))

@@ -33,6 +33,7 @@ Public API::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -369,6 +370,20 @@ def _check_bias(bias: torch.Tensor, rows: int, tokens: int, num_heads: int, what
         raise ValueError(f"{what} must be (R, {rows}, {tokens}) or (R, {num_heads}, {rows}, {tokens}); got {tuple(bias.shape)}")
 
 
+@dataclass
+class BiasJob:
+    """One config's biases on a batch of images (the arguments of ``encode_with_attention_bias``)."""
+
+    bias: torch.Tensor | None
+    layers: Any
+    head_scale: torch.Tensor | None = None
+    owner: torch.Tensor | None = None
+    fast: bool = True
+    normalize: bool = True
+    probe_bias: torch.Tensor | None = None
+    probe_scale: torch.Tensor | None = None
+
+
 @torch.inference_mode()
 def encode_with_attention_bias(
     loaded,
@@ -384,44 +399,86 @@ def encode_with_attention_bias(
 ) -> torch.Tensor:
     """(R, D) image features with ``bias`` added to the attention logits of ``layers`` and ``probe_bias``
     (R, 1, Lk) to the pooling probe's (see the module doc)."""
+    job = BiasJob(bias, layers, head_scale, owner, fast, normalize, probe_bias, probe_scale)
+    (out,) = encode_jobs_with_attention_bias(loaded, images, [job])
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
+@torch.inference_mode()
+def encode_jobs_with_attention_bias(loaded, images: torch.Tensor, jobs: Sequence[BiasJob]) -> list[torch.Tensor | Exception]:
+    """Several configs' biases on the same ``images``: the embedding and the unbiased blocks before each job's
+    first biased one run once (jobs sharing a longer prefix share it too), then each job runs its own suffix.
+    A job's features equal ``encode_with_attention_bias`` alone; a job that fails gets its exception."""
     tower = attention_tower(loaded.model, getattr(loaded, "arch", "this model"))
+    images = images.to(loaded.device)
+    prepared = [_prepare(loaded, tower, job, len(images)) for job in jobs]
+    out: list[torch.Tensor | Exception] = [None] * len(jobs)  # type: ignore[list-item]
+    order = sorted(range(len(jobs)), key=lambda j: _prefix_end(tower, prepared[j]))
+    with loaded.autocast():
+        x, ctx = tower.embed(images)
+        done = 0
+        for j in order:
+            job = prepared[j]
+            end = _prefix_end(tower, job)
+            for i in range(done, end):  # the shared prefix, held for this image batch only
+                x = tower.block(i, x, ctx)
+            done = end
+            try:
+                out[j] = _suffix(loaded, tower, x, ctx, job)
+            except Exception as exc:  # noqa: BLE001  (this config fails alone)
+                out[j] = exc
+    return out
+
+
+def _prepare(loaded, tower: Tower, job: BiasJob, n_images: int) -> BiasJob:
+    """A job's inputs checked and moved to the model's device, its layers resolved."""
+    bias, probe_bias = job.bias, job.probe_bias
     if bias is None and probe_bias is None:
         raise ValueError("give a block bias, a probe bias, or both")
-    layers = resolve_layers(layers, tower.depth) if bias is not None else ()
-    images = images.to(loaded.device)
+    layers = resolve_layers(job.layers, tower.depth) if bias is not None else ()
     count = len(bias) if bias is not None else len(probe_bias)
-    owner = torch.arange(len(images)) if owner is None else owner.to("cpu", torch.long)
+    owner = torch.arange(n_images) if job.owner is None else job.owner.to("cpu", torch.long)
     if len(owner) != count:
         raise ValueError(f"{count} biases for {len(owner)} owners")
     if bias is not None:
         _check_bias(bias, tower.tokens, tower.tokens, tower.num_heads)
-        if head_scale is not None and tuple(head_scale.shape) != (len(layers), tower.num_heads):
-            raise ValueError(f"head_scale must be {len(layers)} x {tower.num_heads}, got {tuple(head_scale.shape)}")
+        if job.head_scale is not None and tuple(job.head_scale.shape) != (len(layers), tower.num_heads):
+            raise ValueError(f"head_scale must be {len(layers)} x {tower.num_heads}, got {tuple(job.head_scale.shape)}")
         bias = bias.to(loaded.device)
     if probe_bias is not None:
         if tower.probe_heads is None:
             raise ConfigError("method.rows", f"{loaded.arch}'s image tower has no attention-pool probe to bias")
         _check_bias(probe_bias, 1, tower.tokens - tower.probe_skip, tower.probe_heads, "probe_bias")
         probe_bias = probe_bias.to(loaded.device)
-    owner = owner.to(loaded.device)
-    with loaded.autocast():
-        x, ctx = tower.embed(images)
-        if fast and bias is not None and probe_bias is None and tower.has_cls and tower.rows_supported():
-            x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, head_scale)
-        else:
-            x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, head_scale, fast)
-        probe = None if probe_bias is None else _layer_bias(probe_bias, probe_scale, 0, tower.probe_heads, x.dtype)
-        pooled = tower.pool(x, probe)
+    return BiasJob(bias, layers, job.head_scale, owner.to(loaded.device), job.fast, job.normalize, probe_bias, job.probe_scale)
+
+
+def _prefix_end(tower: Tower, job: BiasJob) -> int:
+    """How many leading blocks see no bias and run once per image: all before the first biased block with
+    ``fast`` (all of them when only the probe is biased), none without."""
+    if not job.fast:
+        return 0
+    return job.layers[0] if job.layers else tower.depth
+
+
+def _suffix(loaded, tower: Tower, x, ctx, job: BiasJob) -> torch.Tensor:
+    """The blocks from ``_prefix_end`` on, the pooling and the projection of one job (``x``: per image)."""
+    bias, owner, layers, scale = job.bias, job.owner, job.layers, job.head_scale
+    if job.fast and bias is not None and job.probe_bias is None and tower.has_cls and tower.rows_supported():
+        x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, scale)
+    else:
+        x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, scale, _prefix_end(tower, job))
+    probe = None if job.probe_bias is None else _layer_bias(job.probe_bias, job.probe_scale, 0, tower.probe_heads, x.dtype)
+    pooled = tower.pool(x, probe)
     pooled = require_finite(pooled.float(), "image features", loaded, sample_overflow=True)
-    return F.normalize(pooled, dim=-1) if normalize else pooled
+    return F.normalize(pooled, dim=-1) if job.normalize else pooled
 
 
-def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, fast: bool):
-    """The tower's own blocks with the bias as ``attn_mask`` in ``layers``; with ``fast`` the blocks before the
-    first masked one run once per image, otherwise every bias gets a full forward."""
-    first = (layers[0] if layers else tower.depth) if fast else 0
-    for i in range(first):
-        x = tower.block(i, x, ctx)
+def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, first: int):
+    """From block ``first`` on (``x``: one token set per image), the tower's own blocks on every bias, the bias
+    as ``attn_mask`` in ``layers``; before ``first`` nothing is biased (run once per image by the caller)."""
     x = x[owner]
     for i in range(first, tower.depth):
         mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
@@ -430,13 +487,12 @@ def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, fast
 
 
 def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
-    """The exact fast path: shared prefix per image, then all biases as one batch, CLS-only last block."""
+    """The exact fast path from the first masked block (``x``: the shared prefix, per image): all biases as one
+    batch, CLS-only last block."""
     first, last = layers[0], tower.depth - 1
     row0_only = not bias[..., 1:, :].any()
     if row0_only:
         bias = bias[..., :1, :]
-    for i in range(first):
-        x = tower.block(i, x, ctx)
     per_image = True
     for i in range(first, tower.depth):
         mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None

@@ -21,8 +21,9 @@ from clipbench.report.tables import distinct_settings, is_fraction  # noqa: E402
 from clipbench.results.settings import varying_labels  # noqa: E402
 from clipbench.results.table import in_natural_order  # noqa: E402
 
+# each task's headline metrics, the first one present a panel's (Winoground's group score before its text score)
 HEADLINE = ("top1", "lp_top1", "accuracy", "accuracy_mean", "kendall_tau_c", "kendall_tau_b", "image_retrieval_recall@5",
-            "text_retrieval_recall@5")
+            "text_retrieval_recall@5", "group_score", "text_score")
 DPI = 130
 
 

@@ -15,8 +15,8 @@ def _declare(name: str, **flags) -> None:
 
 
 _declare("zeroshot")
-_declare("rec", picks_a_region=True, subtract=True)
-_declare("region_cls")
+_declare("rec", picks_a_region=True, subtract=True, evaluate_many=TASKS.lazy(f"{__name__}.rec", "evaluate_many"))
+_declare("region_cls", evaluate_many=TASKS.lazy(f"{__name__}.region_cls", "evaluate_many"))
 _declare("pointcloud", methods=frozenset({"clip", "falip"}))
 _declare("clipscore", methods=frozenset({"clip"}))
 _declare("retrieval", methods=frozenset({"clip"}))

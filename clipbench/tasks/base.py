@@ -26,6 +26,9 @@ class TaskSpec:
     picks_a_region: bool = False  # the prediction is one of an image's regions (REC)
     subtract: bool = False  # method.subtract (the red-circle paper's caption-bank subtraction) applies
     shards: bool = True  # one evaluation may be sharded over torch.distributed ranks (docs/distributed.md)
+    # several configs of one method in one pass over the data: (model, dataset, methods, cfg, ctx) -> a
+    # TaskResult or an Exception per method (docs/grouped_sweeps.md); None: the task evaluates one at a time
+    evaluate_many: Callable[..., list] | None = None
 
     def check_method(self, method) -> None:
         """The validated ``method`` config against what this task can measure with it."""
@@ -40,6 +43,14 @@ class TaskSpec:
 
 
 TASKS: Registry[TaskSpec] = Registry("task", package="clipbench.tasks", helpers=("base",))
+
+
+def only_result(results: list) -> TaskResult:
+    """The one result of an ``evaluate_many`` over a single method (its exception raised)."""
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 @dataclass

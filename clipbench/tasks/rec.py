@@ -38,7 +38,7 @@ from clipbench.metrics.iou import box_iou
 from clipbench.metrics.uncertainty import Outcome
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import RunContext, TaskResult
+from clipbench.tasks.base import RunContext, TaskResult, only_result
 
 
 def subtract_bank(logits: torch.Tensor, bank_logits: torch.Tensor) -> torch.Tensor:
@@ -157,50 +157,87 @@ class SentenceScorer:
 
 
 def evaluate(model, dataset, method, cfg: RecConfig, ctx: RunContext) -> TaskResult:
+    return only_result(evaluate_many(model, dataset, [method], cfg, ctx))
+
+
+def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> list[TaskResult | Exception]:
+    """``evaluate`` of several configs of one method in one pass over the data (each image read once, its
+    proposals encoded by ``encode_together``); when there are several, a config that fails gets its exception
+    and the others go on. On several ranks each evaluates its share of the batches (clipbench/distributed.py)."""
     work = list(_limited(dataset, ctx.limit))
-    scorer = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
+    alone = len(methods) == 1  # its error is raised at once (on every rank, nothing is gathered)
+    scorers: dict[int, SentenceScorer] = {}
+    failed: dict[int, Exception] = {}
+    for k, method in enumerate(methods):
+        try:
+            scorers[k] = SentenceScorer.build(model, dataset, method, cfg, ctx, work)
+        except Exception as exc:  # noqa: BLE001  (this config fails alone)
+            if alone:
+                raise
+            failed[k] = exc
     meter = Throughput(ctx.device)
     groups = ctx.ranks.share(_batches(work, ctx.batch_size))
     loaded = prefetched(lambda item: dataset.image(item[0]), [item for group in groups for item in group], ctx.num_workers)
-    tallies = []
+    parts: list[list[Tally]] = []  # per batch, a tally per config
     with tqdm(total=sum(len(s) for group in groups for _, s in group), desc="rec", disable=not ctx.progress, unit="sent") as bar:
         for group in groups:
-            tally = Tally()
-            batch = list(_readable_images([next(loaded) for _ in group], tally, bar))
-            if batch:
+            tallies = [Tally() for _ in methods]
+
+            def skip(reason: str, n: int) -> None:
+                for tally in tallies:
+                    tally.skip(reason, n)
+
+            batch = list(_readable_images([next(loaded) for _ in group], skip, bar))
+            live = [k for k in range(len(methods)) if k not in failed]
+            if batch and live:
                 n_sentences = sum(len(item.sentences) for item in batch)
                 with meter.forward(n_sentences):  # items = sentences, as n
-                    feats = method.encode_regions([item.image for item in batch],
-                                                  [[[box] for _, box in item.valid] for item in batch])
-                for item, f in zip(batch, feats):
-                    verdicts = judge_image(item, scorer.logits(f, item.sentences), dataset.gold_proposals,
-                                           cfg.iou_threshold, ctx.save_predictions, ctx.seed)
-                    room = ctx.examples - len(tally.examples) - sum(len(t.examples) for t in tallies)
-                    tally.examples += examples(item, verdicts, room)
-                    tally.add(verdicts)
+                    feats = type(methods[0]).encode_together([methods[k] for k in live], [item.image for item in batch],
+                                                             [[[box] for _, box in item.valid] for item in batch])
+                for k, per_image in zip(live, feats):
+                    try:
+                        if isinstance(per_image, Exception):
+                            raise per_image
+                        for item, f in zip(batch, per_image):
+                            verdicts = judge_image(item, scorers[k].logits(f, item.sentences), dataset.gold_proposals,
+                                                   cfg.iou_threshold, ctx.save_predictions, ctx.seed)
+                            room = ctx.examples - len(tallies[k].examples) - sum(len(p[k].examples) for p in parts)
+                            tallies[k].examples += examples(item, verdicts, room)
+                            tallies[k].add(verdicts)
+                    except Exception as exc:  # noqa: BLE001
+                        if alone:
+                            raise
+                        failed[k] = exc
                 bar.update(n_sentences)
-            tallies.append(tally)
+            parts.append(tallies)
     meter.stop()
-    tally = Tally.merged(ctx.ranks.gather(tallies))
-    del tally.examples[ctx.examples:]  # each rank kept up to the cap; the first ones in sample order stay
-    return _result(tally, meter, dataset, ctx.save_predictions)
+    parts = ctx.ranks.gather(parts)
+    results: list[TaskResult | Exception] = []
+    for k in range(len(methods)):
+        if k in failed:
+            results.append(failed[k])
+            continue
+        tally = Tally.merged(p[k] for p in parts)
+        del tally.examples[ctx.examples:]  # each rank kept up to the cap; the first ones in sample order stay
+        results.append(_result(tally, meter, dataset, ctx.save_predictions))
+    return results
 
 
-def _readable_images(loaded, tally: Tally, bar) -> Iterator[ImageWork]:
+def _readable_images(loaded, skip, bar) -> Iterator[ImageWork]:
     """The images of ``loaded`` ((image entry, sentences), image) that have something to judge; the sentences
-    of the others are skipped (unreadable image, no valid proposal) and counted on ``bar``, and dropped
-    proposals are counted."""
+    of the others are skipped (unreadable image, no valid proposal; ``skip(reason, n)``) and counted on ``bar``,
+    and dropped proposals are counted."""
     for (entry, sentences), image in loaded:
         if image is None:
-            tally.skip("unreadable image", len(sentences))
+            skip("unreadable image", len(sentences))
             bar.update(len(sentences))
             continue
         clipped = ((i, clip_box(p.box, *image.size)) for i, p in enumerate(entry.proposals))
         valid = [(i, box) for i, box in clipped if box is not None]
         if len(valid) < len(entry.proposals):
-            tally.skip(DROPPED_PROPOSALS, len(entry.proposals) - len(valid))
+            skip(DROPPED_PROPOSALS, len(entry.proposals) - len(valid))
         if not valid:
-            tally.skip("no valid proposals", len(sentences))
+            skip("no valid proposals", len(sentences))
             bar.update(len(sentences))
             continue
         yield ImageWork(entry, image, sentences, valid)

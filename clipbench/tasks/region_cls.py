@@ -25,7 +25,7 @@ from clipbench.metrics.classification import (
 )
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
-from clipbench.tasks.base import RunContext, TaskResult
+from clipbench.tasks.base import RunContext, TaskResult, only_result
 
 
 def method_templates(method, templates: list[str]) -> list[str]:
@@ -34,8 +34,24 @@ def method_templates(method, templates: list[str]) -> list[str]:
 
 
 def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> TaskResult:
-    templates = method_templates(method, resolve_templates(cfg.templates))
-    classifier = method.classifier(dataset.classnames, templates, ctx.cache_dir)
+    return only_result(evaluate_many(model, dataset, [method], cfg, ctx))
+
+
+def evaluate_many(model, dataset, methods, cfg: RegionClsConfig, ctx: RunContext) -> list[TaskResult | Exception]:
+    """``evaluate`` of several configs of one method in one pass over the data (each image read once, its
+    regions encoded by ``encode_together``); when there are several, a config that fails gets its exception and
+    the others go on. On several ranks each evaluates its share of the windows (clipbench/distributed.py)."""
+    alone = len(methods) == 1  # its error is raised at once (on every rank, nothing is gathered)
+    failed: dict[int, Exception] = {}
+    templates, classifiers = {}, {}
+    for k, method in enumerate(methods):
+        try:
+            templates[k] = method_templates(method, resolve_templates(cfg.templates))
+            classifiers[k] = method.classifier(dataset.classnames, templates[k], ctx.cache_dir)
+        except Exception as exc:  # noqa: BLE001  (this config fails alone)
+            if alone:
+                raise
+            failed[k] = exc
     scale = model.logit_scale
     meter = Throughput(ctx.device)
     n = len(dataset) if ctx.limit is None else min(ctx.limit, len(dataset))
@@ -44,14 +60,19 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
     parts = []
     with tqdm(total=sum(map(len, windows)), desc="region_cls", disable=not ctx.progress, unit="img") as bar:
         for window in windows:
-            parts.append(_window(dataset, method, classifier, scale, meter, [next(loaded) for _ in window]))
+            parts.append(_window(dataset, methods, classifiers, failed, scale, meter, [next(loaded) for _ in window]))
             bar.update(len(window))
     meter.stop()
     parts = ctx.ranks.gather(parts)
     skips: Counter[str] = sum((p.skips for p in parts), Counter())
     targets = [t for p in parts for t in p.targets]
     ids = [i for p in parts for i in p.ids]
-    logits = [p.logits for p in parts if p.logits is not None]
+    return [failed[k] if k in failed else
+            _result(dataset, cfg, ctx, [p.logits[k] for p in parts if k in p.logits], targets, ids, skips, meter, templates[k])
+            for k in range(len(methods))]
+
+
+def _result(dataset, cfg: RegionClsConfig, ctx: RunContext, logits, targets, ids, skips, meter, templates) -> TaskResult:
     num_classes = len(dataset.classnames)
     logits = torch.cat(logits) if logits else torch.empty(0, num_classes)
     target = torch.tensor(targets, dtype=torch.long)
@@ -79,16 +100,17 @@ def evaluate(model, dataset, method, cfg: RegionClsConfig, ctx: RunContext) -> T
 
 @dataclass
 class Window:
-    """One index window's valid samples: their logits (None when none is valid), targets, ids, and the skips."""
+    """One index window's valid samples: each config's logits (empty when none is valid), targets, ids, skips."""
 
-    logits: torch.Tensor | None
+    logits: dict[int, torch.Tensor]
     targets: list[int]
     ids: list
     skips: Counter[str]
 
 
-def _window(dataset, method, classifier, scale, meter: Throughput, loaded) -> Window:
-    """Encode the valid samples of one window of (index, image) pairs together, as one batch."""
+def _window(dataset, methods, classifiers, failed: dict, scale, meter: Throughput, loaded) -> Window:
+    """Encode the valid samples of one window of (index, image) pairs together, as one batch, with every config
+    not yet ``failed`` (one that fails here is added to it, unless it is the only one)."""
     skips: Counter[str] = Counter()
     images, regions, targets, ids = [], [], [], []
     for i, image in loaded:
@@ -105,10 +127,17 @@ def _window(dataset, method, classifier, scale, meter: Throughput, loaded) -> Wi
         regions.append([boxes])
         targets.append(dataset.label(i))
         ids.append(dataset.sample_id(i))
-    if not images:
-        return Window(None, targets, ids, skips)
+    live = [k for k in range(len(methods)) if k not in failed]
+    logits: dict[int, torch.Tensor] = {}
+    if not images or not live:
+        return Window(logits, targets, ids, skips)
     with meter.forward(len(images)):
-        feats = torch.cat(method.encode_regions(images, regions))
-        logits = (scale * feats @ classifier).cpu()
+        feats = type(methods[0]).encode_together([methods[k] for k in live], images, regions)
+        for k, per_image in zip(live, feats):
+            if isinstance(per_image, Exception):
+                if len(methods) == 1:
+                    raise per_image
+                failed[k] = per_image
+            else:
+                logits[k] = (scale * torch.cat(per_image) @ classifiers[k]).cpu()
     return Window(logits, targets, ids, skips)
-

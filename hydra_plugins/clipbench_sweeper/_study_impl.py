@@ -20,6 +20,11 @@ RUN_CONTROL = ("device", "batch_size", "num_workers", "progress", "cache_dir", "
 JOB_LINE = re.compile(r"^\t#\d+ : ")  # a launcher's per-job override list (the trial line replaces it)
 
 
+def startup_trials(sampler: Any) -> int:
+    """How many first trials ``sampler`` draws without looking at results (0 when it has no such phase)."""
+    return int(getattr(sampler, "_n_startup_trials", 0) or 0)
+
+
 def trial_settings(params: dict[str, Any]) -> str:
     """A trial's parameters as short ``key=value`` pairs; per-head scales nested into one ``heads`` value."""
     from clipbench.results.settings import compact
@@ -120,11 +125,29 @@ class StudySweeperImpl(OptunaSweeperImpl):
         for logger in loggers:  # a logger's own filters see its records (Hydra re-creates the handlers per job)
             logger.addFilter(quiet)
         try:
-            super().sweep(arguments)
+            self._sweep_startup_together(arguments)
         finally:
             for logger in loggers:
                 logger.removeFilter(quiet)
         self._finish(sweep_dir)
+
+    def _sweep_startup_together(self, arguments: list[str]) -> None:
+        """Hydra's sweep, with the sampler's remaining startup trials asked and launched as one batch: drawn
+        without looking at results, they are the trials asked one by one, and a grouped launcher evaluates them in
+        one pass over the data (docs/grouped_sweeps.md). The trials after them go in batches of ``n_jobs``."""
+        startup = min(max(0, startup_trials(self.sampler) - self.completed), self.n_trials)
+        if startup <= self.n_jobs:
+            return super().sweep(arguments)
+        n_trials, n_jobs = self.n_trials, self.n_jobs
+        self.n_trials = self.n_jobs = startup
+        try:
+            super().sweep(arguments)  # the study is stored, so the second sweep below continues the same one
+            self.n_trials, self.n_jobs = n_trials - startup, n_jobs
+            if self.n_trials > 0:
+                super().sweep(arguments)
+        finally:
+            self.n_trials, self.n_jobs = n_trials, n_jobs
+        return None
 
     def _resume(self, arguments: list[str]) -> None:
         """Load an earlier study of this name made with the same settings (else stop with one line): mark its
@@ -137,6 +160,7 @@ class StudySweeperImpl(OptunaSweeperImpl):
         except KeyError:  # no such study yet
             study = optuna.create_study(study_name=self.study_name, storage=self.storage, directions=self._get_directions())
             study.set_user_attr(SETTINGS_ATTR, settings)
+            self.completed = 0
             log.info(f"study {self.study_name!r} stored in {self.storage}")
             return
         earlier = study.user_attrs.get(SETTINGS_ATTR)
@@ -150,6 +174,7 @@ class StudySweeperImpl(OptunaSweeperImpl):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        self.completed = done
         self.job_idx = len(trials)
         self._reseed(len(trials))
         requested, self.n_trials = self.n_trials, max(0, self.n_trials - done)

@@ -10,6 +10,8 @@ is kept on disk, resumable and readable. ``clipbench`` registers it under optuna
 * **Readable:** one line per trial (``trial 3: accuracy=0.812 | alpha=0.571, rows=cls, layers=[1,2,3],
   heads=<12 values 0.0047..0.99, mean 0.52, #3fa2c1>``, shown as clipbench/results/settings.py describes)
   in place of the launcher's full override list, and the best trial the same way at the end.
+* **Startup trials together:** the sampler's startup trials (drawn without looking at results) are launched as
+  one batch, so a grouped launcher evaluates them in one pass over the data (docs/grouped_sweeps.md).
 * **Plots** beside the sweep, listed at the end (clipbench/report/studies.py): ``optuna_history.png`` and
   ``optuna_importance.png``.
 
