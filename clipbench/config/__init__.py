@@ -29,7 +29,7 @@ class ModelConfig:
     source: str = "open_clip"  # open_clip | hf (transformers CLIP: arch = hub id or save_pretrained folder)
 
     def validate(self) -> None:
-        from clipbench.models.archs import SOURCES, arch_config
+        from clipbench.models.archs import SOURCES, arch_config, check_model_configs
         from clipbench.models.weights import no_weights
 
         if self.source not in SOURCES:
@@ -37,12 +37,14 @@ class ModelConfig:
         if self.source == "hf":
             if not no_weights(self.pretrained):
                 raise ConfigError("model.pretrained", "has no meaning with model.source=hf (the weights come with model.arch); set it to null")
-        elif arch_config(self.arch) is None and not _open_clip_lists(self.arch):
-            raise ConfigError(
-                "model.arch",
-                f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "
-                "(e.g. ViT-B-32, ViT-B-16, toyclip)",
-            )
+        else:
+            check_model_configs()
+            if arch_config(self.arch) is None and not _open_clip_lists(self.arch):
+                raise ConfigError(
+                    "model.arch",
+                    f"{self.arch!r} is not an open_clip architecture; see open_clip.list_models() "
+                    "(e.g. ViT-B-32, ViT-B-16, toyclip)",
+                )
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError("model.precision", f"{self.precision!r} is not allowed; use fp32, bf16 or fp16")
 

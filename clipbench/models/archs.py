@@ -29,6 +29,14 @@ def read_model_json(file: Path) -> dict:
         raise ConfigError("CLIPBENCH_MODEL_CONFIGS", f"{file} is not valid JSON ({exc})") from None
 
 
+def check_model_configs() -> None:
+    """Every JSON of the ``CLIPBENCH_MODEL_CONFIGS`` folders parses: registering a folder, open_clip reads them
+    all, so one malformed file stops any open_clip model (a config error naming it, before torch loads)."""
+    for path in model_config_paths()[1:]:
+        for file in [path] if path.is_file() else sorted(path.glob("*.json")):
+            read_model_json(file)
+
+
 def arch_names() -> list[str]:
     """Every architecture a model JSON defines (open_clip's own and clipbench's folders), sorted."""
     return sorted({file.stem for path in _config_folders() for file in ([path] if path.is_file() else path.glob("*.json"))
