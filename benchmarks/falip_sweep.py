@@ -199,8 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    torch.set_grad_enabled(False)
-    with tempfile.TemporaryDirectory() as world:
+    with torch.no_grad(), tempfile.TemporaryDirectory() as world:  # no_grad scoped: main() is called from tests
         if args.toy_root is None:
             args.toy_root = ROOT / "data" / "toy"
             if not (args.toy_root / "refcoco").is_dir():
