@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
@@ -41,6 +41,7 @@ class SweepPlan:
     groups: dict[str, list[Member]] = field(default_factory=dict)  # group key -> its configs
     group_of: dict[str, str] = field(default_factory=dict)  # config hash -> group key
     ready: dict[str, tuple[Any, float]] = field(default_factory=dict)  # config hash -> (result or exception, seconds)
+    memory_mb: float | None = None  # the pass's budget for per-config inputs (hydra.launcher.group_memory_mb)
 
 
 PLAN = SweepPlan()
@@ -63,16 +64,18 @@ def group_key(v) -> str | None:
 RUN_CONTEXT_KEYS = ("device", "batch_size", "num_workers", "seed", "limit", "save_predictions", "cache_dir", "progress")
 
 
-def plan_sweep(configs: Sequence[Callable[[], DictConfig]]) -> list[list[int]]:
+def plan_sweep(configs: Sequence[Callable[[], DictConfig]], memory_mb: float | None = None) -> list[list[int]]:
     """Replace the plan with the groups among ``configs`` (each a callable giving one job's config, without the
     ``hydra`` node); returns the job indices of each group of two configs or more. A config that does not
-    validate is left out: its own job reports the error."""
+    validate is left out: its own job reports the error. ``memory_mb``: what a pass may hold of its configs'
+    own inputs at once (FALIP's attention biases); more configs than fit are encoded in turns."""
     from clipbench.errors import ClipbenchError
     from clipbench.runner import config_hash, validate
 
     PLAN.groups.clear()
     PLAN.group_of.clear()
     PLAN.ready.clear()
+    PLAN.memory_mb = memory_mb
     found: dict[str, list[tuple[int, Member]]] = {}
     for idx, make in enumerate(configs):
         try:
@@ -112,8 +115,9 @@ def grouped_result(v, built, chash: str, weights: str) -> tuple[Any, float] | No
     from clipbench.tasks import TASKS
 
     started = time.perf_counter()
+    ctx = replace(built.ctx, group_memory_mb=PLAN.memory_mb)
     try:
-        results = TASKS.get(v.task.name).evaluate_many(built.model, built.dataset, [built.method, *methods], v.task, built.ctx)
+        results = TASKS.get(v.task.name).evaluate_many(built.model, built.dataset, [built.method, *methods], v.task, ctx)
     except Exception:
         for m in members:  # what they share failed: each runs alone and reports its own error
             PLAN.group_of.pop(m.chash, None)
@@ -122,6 +126,7 @@ def grouped_result(v, built, chash: str, weights: str) -> tuple[Any, float] | No
     for result in results:
         if not isinstance(result, Exception):
             result.extra["grouped_configs"] = len(results)
+            result.extra["group_memory_mb"] = PLAN.memory_mb
     for m, result in zip(members, results[1:]):
         PLAN.group_of.pop(m.chash, None)
         PLAN.ready[m.chash] = (result, seconds)

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import ROOT, run_cli
 from helpers import compose_config
 
@@ -19,7 +20,7 @@ from clipbench.runner import run
 
 ROW_KEYS = ["config_hash", "metric", "value", "n", "ci_low", "ci_high", "method_params", "weights_fingerprint"]
 TIMING_KEYS = {"run_id", "items_per_s", "seconds", "loop_items_per_s", "forward_items_per_s", "peak_mem_mb", "ci",
-               "grouped_configs", "env"}
+               "grouped_configs", "group_memory_mb", "env"}
 
 # alpha x layers, per-head scales, rows, shape and the full-forward path: prefixes of 0, 2 and 3 blocks
 TOY_SWEEP = [
@@ -142,6 +143,64 @@ def test_multirun_groups_resumes_and_records_a_bad_config(tmp_path, toy_root):
     assert len(failures) == 1 and "method.alpha=-1" in failures.overrides[0] and "method.alpha" in failures.error[0]
     for job in (1, 3):  # alpha 0.4 and 0.8
         assert json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())["grouped_configs"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:model.pretrained is null")
+def test_configs_over_the_memory_budget_are_encoded_in_turns_with_the_same_features(monkeypatch):
+    """``memory_mb`` bounds the attention biases one pass holds: the configs go through the blocks in turns of
+    as many as fit (at least one), sorted by their first biased block, and every config's features are those of
+    the config alone and of all configs at once."""
+    from conftest import TINY_ARCH
+    from test_falip import build, random_images, random_regions
+
+    from clipbench.methods import falip
+    from clipbench.models import load_model
+
+    loaded = load_model(TINY_ARCH, None)
+    methods = [build(loaded, alpha=0.1, layers=[-1]), build(loaded, alpha=0.8, layers=[-2, -1]),
+               build(loaded, alpha=0.4, layers=[-1], heads=[0]), build(loaded, alpha=0.4, rows="all", shape="uniform", layers=[-2, -1]),
+               build(loaded, alpha=0.4, fast=False, layers=[-2, -1])]
+    images = random_images(3, seed=4)
+    regions = random_regions(images, [2, 3, 1], seed=4)
+    n_regions = sum(map(len, regions))
+    one = falip.bias_bytes(methods[0], n_regions)
+    assert one == 4 * n_regions * methods[0].tower.tokens ** 2  # a dense float32 (R, L, L) bias per config
+    turns: list[int] = []
+    encode = falip.encode_jobs_with_attention_bias
+
+    def counted(model, batch, jobs):
+        turns.append(len(jobs))
+        return encode(model, batch, jobs)
+
+    monkeypatch.setattr(falip, "encode_jobs_with_attention_bias", counted)
+    every = falip.encode_regions_together(methods, images, regions)
+    assert turns == [len(methods)]
+    for budget, sizes in ((2.5 * one / 2**20, [2, 2, 1]), (0.5 * one / 2**20, [1] * 5), (100 * one / 2**20, [5])):
+        turns.clear()
+        in_turns = falip.encode_regions_together(methods, images, regions, memory_mb=budget)
+        assert turns == sizes
+        for a, b in zip(every, in_turns):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for method, feats in zip(methods, every):
+        assert all(torch.equal(x, y) for x, y in zip(method.encode_regions(images, regions), feats))
+    order = falip.configs_per_pass(methods, range(len(methods)), n_regions, 0.5 * one / 2**20)
+    firsts = [falip.shared_blocks(methods[k]) for (k,) in order]
+    assert firsts == sorted(firsts) and firsts[0] == 0  # fast=false shares no block: it goes first
+
+
+def test_the_launcher_passes_its_memory_budget_to_the_pass(tmp_path, toy_root):
+    """``hydra.launcher.group_memory_mb`` reaches the grouped pass (recorded in each run's metrics.json) and
+    leaves the rows as they are with the default budget."""
+    common = [*_common(tmp_path, toy_root, "+toy=rec", "limit=4"), "ci.resamples=0", "save_predictions=false"]
+    for name, budget in (("default", None), ("tiny", "0.001")):
+        extra = [f"hydra.launcher.group_memory_mb={budget}"] if budget else []
+        run_cli("-m", *common, f"results_csv={tmp_path / name}.csv", f"hydra.sweep.dir={tmp_path / name}",
+                "method.alpha=0.1,0.8", *extra, check=True)
+        recorded = [json.loads((tmp_path / name / str(j) / "metrics.json").read_text()) for j in (0, 1)]
+        assert [m["grouped_configs"] for m in recorded] == [2, 2]
+        assert [m["group_memory_mb"] for m in recorded] == [float(budget or 1024)] * 2
+    default, tiny = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("default", "tiny"))
+    pd.testing.assert_frame_equal(default[ROW_KEYS], tiny[ROW_KEYS])
 
 
 def test_falip_sweep_benchmark_quick(toy_root, capsys, monkeypatch):

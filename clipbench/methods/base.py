@@ -70,9 +70,11 @@ class Method(ABC):
         """For image i, a (len(regions[i]), D) tensor of L2-normalised features."""
 
     @classmethod
-    def encode_together(cls, methods: Sequence[Method], images, regions) -> list[list[torch.Tensor] | Exception]:
+    def encode_together(cls, methods: Sequence[Method], images, regions,
+                        memory_mb: float | None = None) -> list[list[torch.Tensor] | Exception]:
         """Several configs of this method on the same images and regions: each one's ``encode_regions``, or
-        its exception (a method that can share work between configs overrides this, e.g. FALIP)."""
+        its exception (a method that can share work between configs overrides this, e.g. FALIP, and holds
+        at most ``memory_mb`` of per-config inputs at once)."""
         out: list[list[torch.Tensor] | Exception] = []
         for method in methods:
             try:

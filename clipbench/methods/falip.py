@@ -91,16 +91,20 @@ class FalipMethod(Method):
         return out
 
     @classmethod
-    def encode_together(cls, methods, images, regions):
-        return encode_regions_together(methods, images, regions)
+    def encode_together(cls, methods, images, regions, memory_mb: float | None = None):
+        return encode_regions_together(methods, images, regions, memory_mb)
 
 
 def encode_regions_together(
-    methods: Sequence[FalipMethod], images, regions: Sequence[Sequence[Region]]
+    methods: Sequence[FalipMethod], images, regions: Sequence[Sequence[Region]], memory_mb: float | None = None
 ) -> list[list[torch.Tensor] | Exception]:
     """Each method's ``encode_regions`` of the same images and regions in one pass: every image is
     preprocessed once and its unbiased blocks run once for all methods (they share the model and ``resize``);
-    a method that fails gets its exception and the others go on (docs/grouped_sweeps.md)."""
+    a method that fails gets its exception and the others go on (docs/grouped_sweeps.md).
+
+    ``memory_mb`` bounds the attention biases held at once (one dense float32 bias per region and config):
+    the configs of a region chunk are then encoded in sub-groups that fit, each sub-group running the shared
+    prefix once; None: all configs at once. Features do not depend on the sub-groups."""
     first = methods[0]
     if any(m.model is not first.model or m.cfg.resize != first.cfg.resize for m in methods):
         raise ValueError("methods encoded together must share the model and method.resize")
@@ -116,23 +120,60 @@ def encode_regions_together(
         local = {i: k for k, i in enumerate(owners)}
         owner = torch.tensor([local[i] for i, _ in chunk])
         live = [k for k, f in enumerate(feats) if not isinstance(f, Exception)]
-        jobs = {}
-        for k in live:
-            try:
-                weights = torch.stack([methods[k].patch_weights(images[i], region) for i, region in chunk])
-                jobs[k] = methods[k].bias_job(weights, owner)
-            except Exception as exc:  # noqa: BLE001  (this config fails alone)
-                feats[k] = exc
         batch = torch.stack([tensors[i] for i in owners])
-        for k, out in zip(jobs, encode_jobs_with_attention_bias(first.model, batch, list(jobs.values()))):
-            if isinstance(out, Exception):
-                feats[k] = out
-            else:
-                feats[k].append(out)
+        for group in configs_per_pass(methods, live, len(chunk), memory_mb):
+            jobs = {}
+            for k in group:
+                try:
+                    weights = torch.stack([methods[k].patch_weights(images[i], region) for i, region in chunk])
+                    jobs[k] = methods[k].bias_job(weights, owner)
+                except Exception as exc:  # noqa: BLE001  (this config fails alone)
+                    feats[k] = exc
+            for k, out in zip(jobs, encode_jobs_with_attention_bias(first.model, batch, list(jobs.values()))):
+                if isinstance(out, Exception):
+                    feats[k] = out
+                else:
+                    feats[k].append(out)
+            del jobs
         for i in owners[:-1]:
             tensors.pop(i, None)  # an image's regions are consecutive: only the last may continue
     sizes = [len(r) for r in regions]
     return [f if isinstance(f, Exception) else list(_joined(f, first).split(sizes)) for f in feats]
+
+
+def bias_bytes(method: FalipMethod, n_regions: int) -> int:
+    """The bytes of one config's float32 attention biases for ``n_regions`` regions: (R, L, L) on the blocks,
+    (R, 1, Lk) on a pooling probe (clipbench/models/attention.py, ``bias_from_patch_weights``)."""
+    tokens = method.tower.tokens
+    per_region = tokens - method.tower.probe_skip if method.on_probe else tokens * tokens
+    return 4 * n_regions * per_region
+
+
+def shared_blocks(method: FalipMethod) -> int:
+    """The leading blocks a config leaves unbiased and shares (``_prefix_end`` in clipbench/models/attention.py)."""
+    if not method.cfg.fast:
+        return 0
+    return method.layers[0] if method.layers else method.tower.depth
+
+
+def configs_per_pass(methods: Sequence[FalipMethod], live: Sequence[int], n_regions: int,
+                     memory_mb: float | None) -> list[list[int]]:
+    """``live`` (indices into ``methods``) cut, in order of their first biased block, into the sub-groups
+    whose biases for ``n_regions`` regions fit in ``memory_mb`` together (at least one config each);
+    configs next to each other share the longest prefix, so each sub-group still shares most of it."""
+    if memory_mb is None or len(live) <= 1:
+        return [list(live)] if live else []
+    order = sorted(live, key=lambda k: shared_blocks(methods[k]))
+    budget, groups, used = memory_mb * 2**20, [], 0.0
+    for k in order:
+        size = bias_bytes(methods[k], n_regions)
+        if groups and used + size <= budget:
+            groups[-1].append(k)
+            used += size
+        else:
+            groups.append([k])
+            used = size
+    return groups
 
 
 def _joined(feats: list[torch.Tensor], method: FalipMethod) -> torch.Tensor:

@@ -68,6 +68,7 @@ class RunContext:
     examples: int = 0  # samples kept with their image for the logger (REC: logger.wandb.examples); 0 = none
     dataset_config: Any = None  # the validated dataset config (tasks that read further splits of it)
     ranks: Ranks = SINGLE  # this process's share of a run sharded over ranks (clipbench/distributed.py)
+    group_memory_mb: float | None = None  # a grouped pass's budget for per-config inputs (docs/grouped_sweeps.md)
 
 
 @dataclass

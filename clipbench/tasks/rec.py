@@ -193,7 +193,8 @@ def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> l
                 n_sentences = sum(len(item.sentences) for item in batch)
                 with meter.forward(n_sentences):  # items = sentences, as n
                     feats = type(methods[0]).encode_together([methods[k] for k in live], [item.image for item in batch],
-                                                             [[[box] for _, box in item.valid] for item in batch])
+                                                             [[[box] for _, box in item.valid] for item in batch],
+                                                             ctx.group_memory_mb)
                 for k, per_image in zip(live, feats):
                     try:
                         if isinstance(per_image, Exception):

@@ -60,7 +60,8 @@ def evaluate_many(model, dataset, methods, cfg: RegionClsConfig, ctx: RunContext
     parts = []
     with tqdm(total=sum(map(len, windows)), desc="region_cls", disable=not ctx.progress, unit="img") as bar:
         for window in windows:
-            parts.append(_window(dataset, methods, classifiers, failed, scale, meter, [next(loaded) for _ in window]))
+            parts.append(_window(dataset, methods, classifiers, failed, scale, meter, [next(loaded) for _ in window],
+                                 ctx.group_memory_mb))
             bar.update(len(window))
     meter.stop()
     parts = ctx.ranks.gather(parts)
@@ -108,7 +109,8 @@ class Window:
     skips: Counter[str]
 
 
-def _window(dataset, methods, classifiers, failed: dict, scale, meter: Throughput, loaded) -> Window:
+def _window(dataset, methods, classifiers, failed: dict, scale, meter: Throughput, loaded,
+            group_memory_mb: float | None = None) -> Window:
     """Encode the valid samples of one window of (index, image) pairs together, as one batch, with every config
     not yet ``failed`` (one that fails here is added to it, unless it is the only one)."""
     skips: Counter[str] = Counter()
@@ -132,7 +134,7 @@ def _window(dataset, methods, classifiers, failed: dict, scale, meter: Throughpu
     if not images or not live:
         return Window(logits, targets, ids, skips)
     with meter.forward(len(images)):
-        feats = type(methods[0]).encode_together([methods[k] for k in live], images, regions)
+        feats = type(methods[0]).encode_together([methods[k] for k in live], images, regions, group_memory_mb)
         for k, per_image in zip(live, feats):
             if isinstance(per_image, Exception):
                 if len(methods) == 1:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
@@ -32,9 +33,9 @@ def job_config(sweep_config: DictConfig) -> DictConfig:
 
 
 class GroupingLauncher(BasicLauncher):
-    def __init__(self, group_configs: bool = True) -> None:
+    def __init__(self, group_configs: bool = True, group_memory_mb: float | None = None) -> None:
         super().__init__()
-        self.group_configs = group_configs
+        self.group_configs, self.group_memory_mb = group_configs, group_memory_mb
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -64,7 +65,7 @@ class GroupingLauncher(BasicLauncher):
         if not self.group_configs or len(configs) < 2:
             plan_sweep([])
             return
-        groups = plan_sweep([lambda c=c: job_config(c) for c in configs])
+        groups = plan_sweep([lambda c=c: job_config(c) for c in configs], self.group_memory_mb)
         for jobs in groups:
             log.info(f"\tjobs {', '.join(f'#{first + j}' for j in jobs)} share one pass over the data")
 
@@ -73,6 +74,8 @@ class GroupingLauncher(BasicLauncher):
 class GroupingLauncherConf:
     _target_: str = "hydra_plugins.clipbench_sweeper.grouping_launcher.GroupingLauncher"
     group_configs: bool = True  # jobs that differ only in FALIP's bias keys share one pass (docs/grouped_sweeps.md)
+    # what one pass may hold of its configs' own inputs (FALIP's attention biases) at once; null: no bound
+    group_memory_mb: Optional[float] = 1024
 
 
 def register_as_basic() -> None:
