@@ -2,7 +2,7 @@
 unbiased blocks unchanged (FALIP's alpha, sigma, shape, rows, layers, heads, fast) are evaluated in one pass.
 
 The launcher (hydra_plugins/clipbench_sweeper/grouping_launcher.py) calls :func:`plan_sweep` with every job's
-config before the first job runs. The first job of a group to run evaluates all the group's configs that are
+config before the first job runs (this module does not import the runner: the runner imports it). The first job of a group to run evaluates all the group's configs that are
 still to do (``task.evaluate_many``: each image read and preprocessed once, the shared prefix of blocks run once
 per image batch) and keeps the others' results in memory; each later job of the group then takes its own
 result and writes its own rows, run directory, metrics.json, outcomes.npz, predictions and W&B run, exactly as
@@ -64,13 +64,14 @@ def group_key(v) -> str | None:
 RUN_CONTEXT_KEYS = ("device", "batch_size", "num_workers", "seed", "limit", "save_predictions", "cache_dir", "progress")
 
 
-def plan_sweep(configs: Sequence[Callable[[], DictConfig]], memory_mb: float | None = None) -> list[list[int]]:
+def plan_sweep(configs: Sequence[Callable[[], DictConfig]], identify: Callable[[DictConfig], tuple[Any, str]],
+               memory_mb: float | None = None) -> list[list[int]]:
     """Replace the plan with the groups among ``configs`` (each a callable giving one job's config, without the
-    ``hydra`` node); returns the job indices of each group of two configs or more. A config that does not
-    validate is left out: its own job reports the error. ``memory_mb``: what a pass may hold of its configs'
-    own inputs at once (FALIP's attention biases); more configs than fit are encoded in turns."""
+    ``hydra`` node; ``identify``: a config -> its validated form and config hash, ``clipbench.runner.identify``);
+    returns the job indices of each group of two configs or more. A config that does not validate is left out:
+    its own job reports the error. ``memory_mb``: what a pass may hold of its configs' own inputs at once
+    (FALIP's attention biases); more configs than fit are encoded in turns."""
     from clipbench.errors import ClipbenchError
-    from clipbench.runner import config_hash, validate
 
     PLAN.groups.clear()
     PLAN.group_of.clear()
@@ -79,10 +80,10 @@ def plan_sweep(configs: Sequence[Callable[[], DictConfig]], memory_mb: float | N
     found: dict[str, list[tuple[int, Member]]] = {}
     for idx, make in enumerate(configs):
         try:
-            v = validate(make())
+            v, chash = identify(make())
             key = group_key(v)
             if key is not None:
-                found.setdefault(key, []).append((idx, Member(config_hash(v), v)))
+                found.setdefault(key, []).append((idx, Member(chash, v)))
         except (ClipbenchError, Exception):  # noqa: BLE001  (the job itself reports it)
             continue
     out = []

@@ -185,6 +185,12 @@ def _name(node: Any, group: str) -> str:
 
 
 
+def identify(cfg: DictConfig) -> tuple[ValidatedConfig, str]:
+    """A job's validated config and its config hash (what grouped sweeps plan with, clipbench/grouped.py)."""
+    v = validate(cfg)
+    return v, config_hash(v)
+
+
 def config_hash(v: ValidatedConfig) -> str:
     """Identity of what is measured: task, data, model (with its architecture's content), method, seed,
     limit and the bootstrap intervals' settings (not where it is logged)."""

@@ -16,7 +16,7 @@ from helpers import compose_config
 
 import tests.tiny_towers  # noqa: F401  (registers the tiny SigLIP-style and EVA02-style timm towers)
 from clipbench import grouped
-from clipbench.runner import run
+from clipbench.runner import identify, run
 
 ROW_KEYS = ["config_hash", "metric", "value", "n", "ci_low", "ci_high", "method_params", "weights_fingerprint"]
 TIMING_KEYS = {"run_id", "items_per_s", "seconds", "loop_items_per_s", "forward_items_per_s", "peak_mem_mb", "ci",
@@ -44,7 +44,7 @@ def _run_both(tmp_path, common: list[str], sweep: list[list[str]], spent=None):
     for mode in ("alone", "grouped"):
         before = spent["count"] if spent else 0
         configs = [compose_config([*common, f"results_csv={tmp_path / mode}.csv", *job]) for job in sweep]
-        groups = grouped.plan_sweep([lambda c=c: c for c in configs] if mode == "grouped" else [])
+        groups = grouped.plan_sweep([lambda c=c: c for c in configs] if mode == "grouped" else [], identify)
         if mode == "grouped":
             assert groups == [list(range(len(sweep)))]
         for i, cfg in enumerate(configs):
@@ -121,7 +121,7 @@ def test_a_config_failing_in_the_pass_fails_alone(tmp_path, toy_root, monkeypatc
     monkeypatch.setattr(FalipMethod, "patch_weights", failing)
     common = _common(tmp_path, toy_root, "+toy=rec", "limit=8", f"results_csv={tmp_path / 'r.csv'}")
     configs = [compose_config([*common, *job]) for job in TOY_SWEEP[:3]]
-    grouped.plan_sweep([lambda c=c: c for c in configs])
+    grouped.plan_sweep([lambda c=c: c for c in configs], identify)
     run(configs[0], tmp_path / "0")
     with pytest.raises(DataError, match="alpha 0.8"):
         run(configs[1], tmp_path / "1")

@@ -61,11 +61,12 @@ class GroupingLauncher(BasicLauncher):
 
     def _plan(self, configs: list[DictConfig], first: int) -> None:
         from clipbench.grouped import plan_sweep
+        from clipbench.runner import identify
 
         if not self.group_configs or len(configs) < 2:
-            plan_sweep([])
+            plan_sweep([], identify)
             return
-        groups = plan_sweep([lambda c=c: job_config(c) for c in configs], self.group_memory_mb)
+        groups = plan_sweep([lambda c=c: job_config(c) for c in configs], identify, self.group_memory_mb)
         for jobs in groups:
             log.info(f"\tjobs {', '.join(f'#{first + j}' for j in jobs)} share one pass over the data")
 
