@@ -73,7 +73,17 @@ def lazy(module: str, attr: str) -> Callable:
     """A registry entry resolved on first use, so optional heavy imports stay lazy."""
     import importlib
 
-    def load(*args, **kwargs):
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+    def resolve() -> Callable:
+        return getattr(importlib.import_module(module), attr)
 
+    def load(*args, **kwargs):
+        return resolve()(*args, **kwargs)
+
+    load.resolve = resolve
     return load
+
+
+def resolved(entry: Callable) -> Callable:
+    """The function behind a registry entry, its module imported now (so that a timed call times only itself)."""
+    resolve = getattr(entry, "resolve", None)
+    return resolve() if resolve else entry

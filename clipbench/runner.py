@@ -345,6 +345,7 @@ def evaluate(v: ValidatedConfig, built: Built, identity: tuple[str, str] | None 
     """Step 3: the task's own ``evaluate``, or this config's share of its sweep group's pass (``identity``: the
     config hash and weights fingerprint, clipbench/grouped.py); returns its result and the seconds it took."""
     from clipbench.grouped import grouped_result
+    from clipbench.registry import resolved
     from clipbench.tasks import TASKS
 
     # grouped sweeps run in one process; a run sharded over ranks evaluates its own config alone
@@ -352,8 +353,10 @@ def evaluate(v: ValidatedConfig, built: Built, identity: tuple[str, str] | None 
     if shared is not None:
         result, seconds = shared
     else:
+        evaluate_task = resolved(TASKS.get(v.task.name).evaluate)  # the task's module imported before the clock starts
+        built.ctx.ranks.each(None)  # the ranks start together: a rank that loaded its model sooner waits here, untimed
         started = time.perf_counter()
-        result = TASKS.get(v.task.name).evaluate(built.model, built.dataset, built.method, v.task, built.ctx)
+        result = evaluate_task(built.model, built.dataset, built.method, v.task, built.ctx)
         seconds = time.perf_counter() - started
     if result.n == 0:
         raise DataError(f"no sample was evaluated: {nothing_evaluated(v.dataset, result)}")

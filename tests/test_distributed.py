@@ -4,6 +4,7 @@ process, for every task; a failing rank ends the run on every rank with one line
 from __future__ import annotations
 
 import json
+import sys
 import os
 import socket
 from pathlib import Path
@@ -224,3 +225,32 @@ def test_a_task_that_does_not_shard_is_refused_on_several_ranks(tmp_path, toy_ro
     with pytest.raises(ConfigError, match=rf"task={task} is not sharded over ranks"):
         run(compose_config(_overrides(toy_root, tmp_path, f"+toy={task}")), tmp_path / "run")
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_the_timed_evaluation_starts_after_the_task_module_is_imported(tmp_path, monkeypatch):
+    """A task's module is imported on first use (clipbench/registry.py); the run's ``seconds`` (and so items/s)
+    must not include that import, nor, on several ranks, the wait for a rank that loaded its model later."""
+    import types
+    from dataclasses import replace as dc_replace
+
+    from clipbench import runner
+    from clipbench.tasks import TASKS
+
+    events: list[str] = []
+    (tmp_path / "slow_import_task.py").write_text(
+        "import events_log\nevents_log.events.append('import')\n"
+        "def evaluate(*args):\n    events_log.events.append('evaluate')\n    return events_log.result\n")
+    log = types.ModuleType("events_log")
+    log.events = events
+    log.result = types.SimpleNamespace(n=1)
+    monkeypatch.setitem(sys.modules, "events_log", log)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = dc_replace(TASKS.get("zeroshot"), evaluate=TASKS.lazy("slow_import_task", "evaluate"))
+    monkeypatch.setitem(TASKS._entries, "zeroshot", spec)
+    clock = runner.time.perf_counter
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: events.append("clock") or clock())
+    ranks = types.SimpleNamespace(distributed=False, each=lambda value: events.append("ranks meet") or [value])
+    v = types.SimpleNamespace(task=types.SimpleNamespace(name="zeroshot"), dataset=None)
+    built = types.SimpleNamespace(model=None, dataset=None, method=None, ctx=types.SimpleNamespace(ranks=ranks))
+    runner.evaluate(v, built)
+    assert events == ["import", "ranks meet", "clock", "evaluate", "clock"]

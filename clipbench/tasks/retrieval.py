@@ -12,12 +12,15 @@ from clipbench.data.base import file_identity, open_rgb
 from clipbench.data.loading import image_batches
 from clipbench.errors import ConfigError
 from clipbench.metrics.retrieval import retrieval_results
+from clipbench.models.factory import TEXT_BATCH
 from clipbench.models.text_cache import cached, text_features
 from clipbench.progress import tqdm
 from clipbench.runtime import Throughput
 from clipbench.tasks.base import RunContext, TaskResult
 
-TEXT_CHUNK = 1024
+# captions are encoded and cached in chunks of the model's own text batch, so that the ranks of a sharded run
+# share whole batches (the same numbers as one process) at a grain fine enough to balance them
+TEXT_CHUNK = TEXT_BATCH
 
 
 class ImageFiles:
