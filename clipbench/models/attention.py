@@ -419,6 +419,7 @@ def encode_jobs_with_attention_bias(loaded, images: torch.Tensor, jobs: Sequence
     with loaded.autocast():
         x, ctx = tower.embed(images)
         done = 0
+        unbiased: dict = {}  # the first biased block's per-image parts, shared by the jobs that start there
         for j in order:
             job = prepared[j]
             end = _prefix_end(tower, job)
@@ -426,7 +427,7 @@ def encode_jobs_with_attention_bias(loaded, images: torch.Tensor, jobs: Sequence
                 x = tower.block(i, x, ctx)
             done = end
             try:
-                out[j] = _suffix(loaded, tower, x, ctx, job)
+                out[j] = _suffix(loaded, tower, x, ctx, job, unbiased)
             except Exception as exc:  # noqa: BLE001  (this config fails alone)
                 out[j] = exc
     return out
@@ -463,11 +464,12 @@ def _prefix_end(tower: Tower, job: BiasJob) -> int:
     return job.layers[0] if job.layers else tower.depth
 
 
-def _suffix(loaded, tower: Tower, x, ctx, job: BiasJob) -> torch.Tensor:
-    """The blocks from ``_prefix_end`` on, the pooling and the projection of one job (``x``: per image)."""
+def _suffix(loaded, tower: Tower, x, ctx, job: BiasJob, unbiased: dict | None = None) -> torch.Tensor:
+    """The blocks from ``_prefix_end`` on, the pooling and the projection of one job (``x``: per image;
+    ``unbiased``: per-image parts of the first biased block already computed from this ``x`` by another job)."""
     bias, owner, layers, scale = job.bias, job.owner, job.layers, job.head_scale
     if job.fast and bias is not None and job.probe_bias is None and tower.has_cls and tower.rows_supported():
-        x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, scale)
+        x = _fast_rows_blocks(tower, x, ctx, bias, owner, layers, scale, unbiased)
     else:
         x = _shared_prefix_blocks(tower, x, ctx, bias, owner, layers, scale, _prefix_end(tower, job))
     probe = None if job.probe_bias is None else _layer_bias(job.probe_bias, job.probe_scale, 0, tower.probe_heads, x.dtype)
@@ -486,9 +488,9 @@ def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, firs
     return x
 
 
-def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
+def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, unbiased: dict | None = None):
     """The exact fast path from the first masked block (``x``: the shared prefix, per image): all biases as one
-    batch, CLS-only last block."""
+    batch, CLS-only last block. ``unbiased`` keeps the first block's per-image parts for the next job."""
     first, last = layers[0], tower.depth - 1
     row0_only = not bias[..., 1:, :].any()
     if row0_only:
@@ -498,7 +500,7 @@ def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
         mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
         cls_only = i == last and tower.cls_pooled()
         if per_image and row0_only:
-            x = _rows_block(tower, i, x, ctx, mask, cls_only, owner)
+            x = _rows_block(tower, i, x, ctx, mask, cls_only, owner, unbiased)
         else:
             if per_image:
                 x = x[owner]
@@ -510,20 +512,27 @@ def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale):
     return x
 
 
-def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner: torch.Tensor | None = None):
+def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner: torch.Tensor | None = None,
+                unbiased: dict | None = None):
     """Block ``i`` with an additive (R, H, Lq, L) bias on the first Lq query rows.
 
     With ``owner``, ``x`` holds one token set per image and ``mask`` (Lq == 1) one CLS row per region: the
-    other rows are unbiased, so they are computed once per image and only the CLS query once per region.
+    other rows are unbiased, so they are computed once per image and only the CLS query once per region;
+    ``unbiased`` (keyed by block, for one ``x``) keeps those per-image parts for other jobs on the same ``x``.
     Returns (R, L, D), or (R, 1, D) when ``cls_only``.
     """
-    q, k, v = tower.qkv(i, x, ctx)
     if owner is not None:
+        parts = unbiased if unbiased is not None else {}
+        if ("qkv", i) not in parts:
+            parts["qkv", i] = tower.qkv(i, x, ctx)
+        q, k, v = parts["qkv", i]
         cls = tower.finish(i, x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
         if cls_only:
             return cls
-        rest = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
-        return torch.cat([cls, rest[owner]], dim=1)
+        if ("rest", i) not in parts:
+            parts["rest", i] = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
+        return torch.cat([cls, parts["rest", i][owner]], dim=1)
+    q, k, v = tower.qkv(i, x, ctx)
     if cls_only:
         row = None if mask is None else mask[..., :1, :]
         return tower.finish(i, x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
