@@ -82,24 +82,24 @@ def test_models_on_the_same_samples_are_paired_against_the_experiments_own_basel
     base = (rng.random(200) < 0.5).astype(float)
     better = base.copy()
     better[np.flatnonzero(base == 0)[:40]] = 1
-    rows = [_run_with_outcomes_as(r, h, tmp_path, model_arch=m, config_hash=r, model_pretrained=TAG_OR_NONE[m])
+    rows = [_run_with_outcomes_as(r, h, tmp_path, model_arch=m, config_hash=r, model_pretrained=CHECKPOINT)
             for r, h, m in (("a", better, "ViT-B-16"), ("b", base, "ViT-B-32"), ("c", base.copy(), "RN50"))]
     append_rows(tmp_path / "results.csv", rows)
-    (tmp_path / "runs" / "b" / "config.yaml").write_text("baseline: ViT-B-32 openai\n")
+    (tmp_path / "runs" / "b" / "config.yaml").write_text("baseline: ViT-B-32 ft.pt\n")
     build_report(tmp_path / "results.csv", tmp_path / "out", runs=[tmp_path / "runs"])
     shown = (tmp_path / "out" / "adhoc_models" / "comparison.md").read_text()
-    lines = {m: next(line for line in shown.splitlines() if line.count("|") > 4 and line.split("|")[4].strip() == f"{m} openai")
+    lines = {m: next(line for line in shown.splitlines() if line.count("|") > 4 and line.split("|")[4].strip() == f"{m} ft.pt")
              for m in ("ViT-B-16", "ViT-B-32", "RN50")}
-    assert "| baseline " in lines["ViT-B-32"] and "| ViT-B-32 openai clip " in lines["ViT-B-16"]
+    assert "| baseline " in lines["ViT-B-32"] and "| ViT-B-32 ft.pt clip " in lines["ViT-B-16"]
     assert " *" in lines["ViT-B-16"] and " *" not in lines["RN50"]  # 40 discordant pairs vs none
     assert "2 paired tests" in (tmp_path / "out" / "README.md").read_text()
 
 
-TAG_OR_NONE = {"ViT-B-16": "openai", "ViT-B-32": "openai", "RN50": "openai"}
+CHECKPOINT = "/ckpt/ft.pt"  # a label only: no file is read
 
 
 def test_reruns_and_rows_sharing_a_label_are_never_dropped_silently(tmp_path):
-    common = dict(task="zeroshot", dataset="cifar100", model_arch="ViT-B-32", model_pretrained="openai",
+    common = dict(task="zeroshot", dataset="cifar100", model_arch="ViT-B-32", model_pretrained="/ckpt/ft.safetensors",
                   method="clip", method_params="{}", metric="top1")
     append_rows(tmp_path / "results.csv", [
         _row(run_id="first", config_hash="h1", timestamp="2026-01-01T00:00:00+00:00", value=0.5, **common),
@@ -108,7 +108,7 @@ def test_reruns_and_rows_sharing_a_label_are_never_dropped_silently(tmp_path):
     ])
     build_report(tmp_path / "results.csv", tmp_path / "out", runs=[])
     index = (tmp_path / "out" / "README.md").read_text()
-    assert "config `h1` (ViT-B-32 openai, clip) ran 2 times: kept the latest run `again`" in index
+    assert "config `h1` (ViT-B-32 ft.safetensors, clip) ran 2 times: kept the latest run `again`" in index
     assert "earlier runs left out: `first`" in index
     table = (tmp_path / "out" / "adhoc" / "table.md").read_text()
     assert "config h1" in table and "config h2" in table and "50.0" in table and "60.0" in table
@@ -121,8 +121,8 @@ def test_metrics_are_in_natural_order_in_summaries_tables_and_plots(tmp_path):
         "top1", "top5", "mean_per_class_recall", "lp_top1", "recall@1", "recall@5", "recall@10",
         "image_retrieval_recall@1", "image_retrieval_recall@5", "text_retrieval_recall@10", "kendall_tau_c", "skipped"]
     metrics = ["recall@10", "recall@5", "recall@1", "mean_per_class_recall", "top5", "top1"]
-    rows = [_row(run_id="r", config_hash="h", task="t", dataset="d", model_arch="ViT-B-32", model_pretrained="openai",
-                 method="clip", method_params="{}", metric=m, value=0.1 * i) for i, m in enumerate(metrics)]
+    rows = [_row(run_id="r", config_hash="h", task="t", dataset="d", model_arch="ViT-B-32",
+                 model_pretrained="/ckpt/ft.safetensors", method="clip", method_params="{}", metric=m, value=0.1 * i) for i, m in enumerate(metrics)]
     append_rows(tmp_path / "results.csv", rows)
     layout = paper_layout(compare(load_results(tmp_path / "results.csv"), load_reported()))["t"]
     assert [c.split()[-1] for c in layout.columns[2:]] == metrics[::-1]
