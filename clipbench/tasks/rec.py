@@ -179,6 +179,7 @@ def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> l
     groups = ctx.ranks.share(_batches(work, ctx.batch_size))
     loaded = prefetched(lambda item: dataset.image(item[0]), [item for group in groups for item in group], ctx.num_workers)
     parts: list[list[Tally]] = []  # per batch, a tally per config
+    kept = [0] * len(methods)  # examples kept per config in the batches before this one
     with tqdm(total=sum(len(s) for group in groups for _, s in group), desc="rec", disable=not ctx.progress, unit="sent") as bar:
         for group in groups:
             tallies = [Tally() for _ in methods]
@@ -202,7 +203,7 @@ def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> l
                         for item, f in zip(batch, per_image):
                             verdicts = judge_image(item, scorers[k].logits(f, item.sentences), dataset.gold_proposals,
                                                    cfg.iou_threshold, ctx.save_predictions, ctx.seed)
-                            room = ctx.examples - len(tallies[k].examples) - sum(len(p[k].examples) for p in parts)
+                            room = ctx.examples - kept[k] - len(tallies[k].examples)
                             tallies[k].examples += examples(item, verdicts, room)
                             tallies[k].add(verdicts)
                     except Exception as exc:  # noqa: BLE001
@@ -211,6 +212,7 @@ def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> l
                         failed[k] = exc
                 bar.update(n_sentences)
             parts.append(tallies)
+            kept = [n + len(t.examples) for n, t in zip(kept, tallies)]
     meter.stop()
     parts = ctx.ranks.gather(parts)
     results: list[TaskResult | Exception] = []
