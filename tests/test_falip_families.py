@@ -115,6 +115,29 @@ def test_fast_path_equals_per_box_path(loaded, rows):
         assert not torch.allclose(fast, torch.cat(plain), atol=1e-4)  # the bias does something
 
 
+def test_queries_keys_values_of_some_rows_are_those_of_all_rows(loaded):
+    """``Tower.qkv`` on a run of rows (``start``) and a run of q/k/v (``want``): the matching slices of the
+    full projection (the fast path projects the CLS row per region and the other rows once per image)."""
+    tower = attention_tower(loaded.model)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        x, ctx = tower.embed(images)
+        for i in range(tower.depth):
+            full = dict(zip("qkv", tower.qkv(i, x, ctx), strict=True))
+            for start, stop in ((0, 1), (1, tower.tokens), (0, tower.tokens)):
+                for want in ("q", "k", "v", "qk", "kv", "qkv"):
+                    got = tower.qkv(i, x[:, start:stop], ctx, start=start, want=want)
+                    assert len(got) == len(want)
+                    for c, t in zip(want, got, strict=True):
+                        assert torch.allclose(t, full[c][:, :, start:stop], atol=1e-6), (i, start, want, c)
+            x = tower.block(i, x, ctx)
+        with pytest.raises(ValueError, match="run of 'qkv'"):
+            tower.qkv(0, x, ctx, want="qv")
+        if family(loaded) == "clipbench-test-eva":  # rotary embeddings are laid out for every patch row at once
+            with pytest.raises(ValueError, match="every patch row"):
+                tower.qkv(0, x[:, 2:], ctx, start=2)
+
+
 def recorded_blocks(loaded):
     """Forward hooks on every block of the tower: its attn_mask keyword and its output tokens."""
     tower = attention_tower(loaded.model)

@@ -80,8 +80,10 @@ class Tower:
     def pool(self, x: torch.Tensor, probe_mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def qkv(self, i: int, x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, H, L, hd) queries, keys and values of block ``i`` (after q/k norms and rotary embeddings)."""
+    def qkv(self, i: int, x: torch.Tensor, ctx: Any, start: int = 0, want: str = "qkv") -> tuple[torch.Tensor, ...]:
+        """(N, H, r, hd) queries, keys and values of block ``i`` (after q/k norms and rotary embeddings) for the
+        residual rows ``x`` (N, r, D), tokens ``start`` to ``start + r``; ``want`` picks a run of them ("q",
+        "kv", ...), in that order, and only those are projected."""
         raise NotImplementedError
 
     def finish(self, i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -133,14 +135,12 @@ class OpenClipViT(Tower):
     def cls_pooled(self):
         return getattr(self.visual, "attn_pool", None) is None and getattr(self.visual, "pool_type", "tok") == "tok"
 
-    def qkv(self, i, x, ctx):
+    def qkv(self, i, x, ctx, start=0, want="qkv"):
         block = self.blocks[i]
         attn = block.attn
         if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or hasattr(block, "ln_1_kv"):
             raise ConfigError("model.arch", "per-head attention maps need nn.MultiheadAttention blocks")
-        n, length, _ = x.shape
-        q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        return tuple(t.reshape(n, length, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        return _fused_projection(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias, want, attn.num_heads)
 
     def finish(self, i, x, out):
         block = self.blocks[i]
@@ -207,30 +207,40 @@ class TimmViT(Tower):
         trunk = self.trunk
         return self.has_cls and getattr(trunk, "attn_pool", None) is None and trunk.global_pool == "token"
 
-    def qkv(self, i, x, ctx):
+    def qkv(self, i, x, ctx, start=0, want="qkv"):
         attn = self.blocks[i].attn
         h = self.blocks[i].norm1(x)
-        n, length, _ = h.shape
         if self.eva and type(attn).__name__ == "EvaAttention":
             if attn.qkv is not None:
                 bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-                q, k, v = F.linear(h, attn.qkv.weight, bias).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+                out = _fused_projection(h, attn.qkv.weight, bias, want, attn.num_heads)
             else:
-                q, k, v = (p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-            q, k = attn.q_norm(q), attn.k_norm(k)
-            rope = self._rope(i, ctx)
-            if rope is not None:
-                from timm.layers import apply_rot_embed_cat
-
-                p, half = self.prefix, getattr(attn, "rotate_half", False)
-                q = torch.cat([q[:, :, :p], apply_rot_embed_cat(q[:, :, p:], rope, half=half)], dim=2).type_as(v)
-                k = torch.cat([k[:, :, :p], apply_rot_embed_cat(k[:, :, p:], rope, half=half)], dim=2).type_as(v)
+                projs = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}
+                out = tuple(_heads(projs[c](h), attn.num_heads) for c in _check_want(want))
         elif not self.eva and hasattr(attn, "qkv") and hasattr(attn, "q_norm"):
-            q, k, v = attn.qkv(h).reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            out = _fused_projection(h, attn.qkv.weight, attn.qkv.bias, want, attn.num_heads)
         else:
             raise ConfigError("model.arch", f"per-head attention maps are not available for {type(attn).__name__} blocks")
-        return q, k, v
+        named = dict(zip(want, out, strict=True))
+        rope = self._rope(i, ctx) if self.eva else None
+        for c, norm in (("q", attn.q_norm), ("k", attn.k_norm)):
+            if c in named:
+                named[c] = norm(named[c])
+                if rope is not None:
+                    named[c] = self._rotate(named[c], rope, start, attn).type_as(out[-1])
+        return tuple(named[c] for c in want)
+
+    def _rotate(self, t, rope, start, attn):
+        """EVA's rotary embedding on the patch rows of ``t`` (tokens ``start`` on), which must be all of them."""
+        from timm.layers import apply_rot_embed_cat
+
+        p = max(self.prefix - start, 0)  # rows of t before the first patch
+        if t.shape[2] <= p:
+            return t
+        if start > self.prefix or start + t.shape[2] != self.tokens:
+            raise ValueError(f"rotary embeddings need every patch row; got tokens {start} to {start + t.shape[2]}")
+        half = getattr(attn, "rotate_half", False)
+        return torch.cat([t[:, :, :p], apply_rot_embed_cat(t[:, :, p:], rope, half=half)], dim=2)
 
     def finish(self, i, x, out):
         block = self.blocks[i]
@@ -281,16 +291,37 @@ class HFCLIPVision(Tower):
     def cls_pooled(self):
         return True
 
-    def qkv(self, i, x, ctx):
+    def qkv(self, i, x, ctx, start=0, want="qkv"):
         attn = self.blocks[i].self_attn
         h = self.blocks[i].layer_norm1(x)
-        n, length, _ = h.shape
-        return tuple(p(h).reshape(n, length, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        projs = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}
+        return tuple(_heads(projs[c](h), attn.num_heads) for c in _check_want(want))
 
     def finish(self, i, x, out):
         layer = self.blocks[i]
         y = x + layer.self_attn.out_proj(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1))
         return y + layer.mlp(layer.layer_norm2(y))
+
+
+def _check_want(want: str) -> str:
+    if not want or want not in "qkv":
+        raise ValueError(f"want must be a run of 'qkv' (q, k, v, qk, kv or qkv); got {want!r}")
+    return want
+
+
+def _heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(N, r, H*hd) -> (N, H, r, hd)."""
+    return t.reshape(t.shape[0], t.shape[1], num_heads, -1).transpose(1, 2)
+
+
+def _fused_projection(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, want: str, num_heads: int):
+    """The ``want`` parts of a fused (3D, D) q/k/v projection of ``h``, each (N, H, r, hd); only their rows of
+    the weight are multiplied."""
+    d = weight.shape[0] // 3
+    a = "qkv".index(_check_want(want))
+    rows = slice(a * d, (a + len(want)) * d)
+    out = F.linear(h, weight[rows], None if bias is None else bias[rows])
+    return tuple(_heads(t, num_heads) for t in out.chunk(len(want), dim=-1))
 
 
 def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
@@ -490,52 +521,81 @@ def _shared_prefix_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, firs
 
 def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, unbiased: dict | None = None):
     """The exact fast path from the first masked block (``x``: the shared prefix, per image): all biases as one
-    batch, CLS-only last block. ``unbiased`` keeps the first block's per-image parts for the next job."""
+    batch, CLS-only last block. ``unbiased`` keeps per-image parts computed from this ``x`` for the next job."""
     first, last = layers[0], tower.depth - 1
+    parts = unbiased if unbiased is not None else {}
     row0_only = not bias[..., 1:, :].any()
     if row0_only:
         bias = bias[..., :1, :]
-    per_image = True
-    for i in range(first, tower.depth):
-        mask = _layer_bias(bias, scale, layers.index(i), tower.num_heads, x.dtype) if i in layers else None
-        cls_only = i == last and tower.cls_pooled()
-        if per_image and row0_only:
-            x = _rows_block(tower, i, x, ctx, mask, cls_only, owner, unbiased)
-        else:
-            if per_image:
-                x = x[owner]
-            if mask is None and not cls_only:
-                x = tower.block(i, x, ctx)
-            else:
-                x = _rows_block(tower, i, x, ctx, mask, cls_only)
-        per_image = False
+
+    dtype = x.dtype
+
+    def mask(i):
+        return _layer_bias(bias, scale, layers.index(i), tower.num_heads, dtype) if i in layers else None
+
+    def cls_only(i):
+        return i == last and tower.cls_pooled()
+
+    i = first
+    if row0_only:  # only the CLS query is biased: the other rows of this block stay per image
+        x = _cls_row_block(tower, i, x, ctx, mask(i), cls_only(i), owner, parts)
+        if i < last:
+            i += 1
+            x = _block_after_cls_row(tower, i, x, ctx, mask(i), cls_only(i), owner, parts)
+        elif not cls_only(i):
+            x = torch.cat([x[0], x[1][owner]], dim=1)
+        i += 1
+    else:
+        x = x[owner]
+    for i in range(i, tower.depth):
+        m = mask(i)
+        x = tower.block(i, x, ctx) if m is None and not cls_only(i) else _rows_block(tower, i, x, ctx, m, cls_only(i))
     return x
 
 
-def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner: torch.Tensor | None = None,
-                unbiased: dict | None = None):
-    """Block ``i`` with an additive (R, H, Lq, L) bias on the first Lq query rows.
-
-    With ``owner``, ``x`` holds one token set per image and ``mask`` (Lq == 1) one CLS row per region: the
-    other rows are unbiased, so they are computed once per image and only the CLS query once per region;
-    ``unbiased`` (keyed by block, for one ``x``) keeps those per-image parts for other jobs on the same ``x``.
-    Returns (R, L, D), or (R, 1, D) when ``cls_only``.
-    """
-    if owner is not None:
-        parts = unbiased if unbiased is not None else {}
-        if ("qkv", i) not in parts:
-            parts["qkv", i] = tower.qkv(i, x, ctx)
-        q, k, v = parts["qkv", i]
-        cls = tower.finish(i, x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
-        if cls_only:
-            return cls
-        if ("rest", i) not in parts:
-            parts["rest", i] = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
-        return torch.cat([cls, parts["rest", i][owner]], dim=1)
-    q, k, v = tower.qkv(i, x, ctx)
+def _cls_row_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner, parts: dict):
+    """Block ``i`` with a bias (R, H, 1, L) on the CLS query only, ``x`` one token set per image (B, L, D): every
+    other row is unbiased, so its output (and all keys and values) is computed once per image and kept in
+    ``parts`` for other jobs on the same ``x``; only the CLS query's attention runs per region.
+    Returns the regions' CLS rows (R, 1, D) and, unless ``cls_only``, the per-image rest (B, L-1, D)."""
+    if ("qkv", i) not in parts:
+        parts["qkv", i] = tower.qkv(i, x, ctx)
+    q, k, v = parts["qkv", i]
+    cls = tower.finish(i, x[owner, :1], F.scaled_dot_product_attention(q[owner, :, :1], k[owner], v[owner], attn_mask=mask))
     if cls_only:
+        return cls
+    if ("rest", i) not in parts:
+        parts["rest", i] = tower.finish(i, x[:, 1:], F.scaled_dot_product_attention(q[:, :, 1:], k, v))
+    return cls, parts["rest", i]
+
+
+def _block_after_cls_row(tower: Tower, i: int, x, ctx, mask, cls_only: bool, owner, parts: dict):
+    """The block after ``_cls_row_block``: ``x`` = (CLS rows per region, the other rows per image). The other
+    rows' queries, keys and values are projected once per image (kept in ``parts``), the CLS row's per region;
+    from here on every row of a region depends on its CLS row. Returns (R, L, D), or (R, 1, D) when ``cls_only``."""
+    cls, rest = x
+    want = "kv" if cls_only else "qkv"
+    if ("rest", want, i) not in parts:
+        parts["rest", want, i] = tower.qkv(i, rest, ctx, start=1, want=want)
+    rest_qkv = [t[owner] for t in parts["rest", want, i]]
+    q, k, v = tower.qkv(i, cls, ctx)
+    k, v = torch.cat([k, rest_qkv[-2]], dim=2), torch.cat([v, rest_qkv[-1]], dim=2)
+    head_out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if cls_only:
+        return tower.finish(i, cls, head_out)
+    rest_out = F.scaled_dot_product_attention(rest_qkv[0], k, v)
+    return tower.finish(i, torch.cat([cls, rest[owner]], dim=1), torch.cat([head_out, rest_out], dim=2))
+
+
+def _rows_block(tower: Tower, i: int, x, ctx, mask, cls_only: bool):
+    """Block ``i`` with an additive (R, H, Lq, L) bias on the first Lq query rows (or none). Returns (R, L, D),
+    or (R, 1, D) when ``cls_only`` (then only the CLS query is projected)."""
+    if cls_only:
+        (q,) = tower.qkv(i, x[:, :1], ctx, want="q")
+        k, v = tower.qkv(i, x, ctx, want="kv")
         row = None if mask is None else mask[..., :1, :]
-        return tower.finish(i, x[:, :1], F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=row))
+        return tower.finish(i, x[:, :1], F.scaled_dot_product_attention(q, k, v, attn_mask=row))
+    q, k, v = tower.qkv(i, x, ctx)
     if mask is None or mask.shape[-2] == x.shape[1]:
         return tower.finish(i, x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     rows = mask.shape[-2]
