@@ -145,6 +145,26 @@ def test_multirun_groups_resumes_and_records_a_bad_config(tmp_path, toy_root):
         assert json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())["grouped_configs"] == 2
 
 
+def test_a_head_sensitivity_multirun_runs_grouped_with_the_rows_of_separate_jobs(tmp_path, toy_root):
+    """One config per (block, head), written as an ordinary multirun: one pass, the rows of ungrouped jobs."""
+    common = [*_common(tmp_path, toy_root, "+toy=rec", "limit=6"), "method.layers=[2],[3]", "method.heads=[0],[3]"]
+    logs, frames = {}, {}
+    for mode, switch in (("grouped", "true"), ("separate", "false")):
+        proc = run_cli("-m", *common, f"results_csv={tmp_path / mode}.csv", f"hydra.sweep.dir={tmp_path / mode}",
+                       f"hydra.launcher.group_configs={switch}", check=True)
+        logs[mode] = proc.stdout + proc.stderr
+        frames[mode] = pd.read_csv(tmp_path / f"{mode}.csv").sort_values(["config_hash", "metric"], ignore_index=True)
+    assert "evaluated 4 configs in one pass" in logs["grouped"] and "one pass" not in logs["separate"]
+    pd.testing.assert_frame_equal(frames["grouped"][ROW_KEYS], frames["separate"][ROW_KEYS])
+    assert frames["grouped"].config_hash.nunique() == 4
+    assert {(p["layers"][0], p["heads"][0]) for p in map(json.loads, frames["grouped"].method_params)} == {
+        (2, 0), (2, 3), (3, 0), (3, 3)}
+    for job in range(4):
+        metrics = json.loads((tmp_path / "grouped" / str(job) / "metrics.json").read_text())
+        assert metrics["grouped_configs"] == 4
+        assert "grouped_configs" not in json.loads((tmp_path / "separate" / str(job) / "metrics.json").read_text())
+
+
 @pytest.mark.filterwarnings("ignore:model.pretrained is null")
 def test_configs_over_the_memory_budget_are_encoded_in_turns_with_the_same_features(monkeypatch):
     """``memory_mb`` bounds the attention biases one pass holds: the configs go through the blocks in turns of
