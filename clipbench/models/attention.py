@@ -25,7 +25,9 @@ Public API::
   query over its keys, for towers without a CLS token (SigLIP's MAP head); ``probe_scale`` (1, Hp).
 * ``head_scale``: (len(layers), H) multipliers of the bias per (masked layer, head); None = 1 everywhere.
 * ``fast=True`` (default) runs the blocks before the first masked layer once per image and the rest on all
-  of an image's biases as one batch (on open_clip's ViT also the CLS-only rows and last block);
+  of an image's biases as one batch. Where ``Tower.qkv``/``finish`` reproduce the blocks: with a bias on the CLS
+  query only (``rows="cls"``) the first masked block's other rows, and their q/k/v in the next block, are
+  computed once per image; a CLS-pooled tower's last block computes the CLS query only.
   ``fast=False`` is a full forward per bias through the tower's own blocks. Both give the same features.
 * ``cls_attention(loaded, images)`` returns the pooling query's per-head attention (head analysis).
 """
