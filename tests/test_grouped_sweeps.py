@@ -149,9 +149,9 @@ def test_a_head_sensitivity_multirun_runs_grouped_with_the_rows_of_separate_jobs
     """One config per (block, head), written as an ordinary multirun: one pass, the rows of ungrouped jobs."""
     common = [*_common(tmp_path, toy_root, "+toy=rec", "limit=6"), "method.layers=[2],[3]", "method.heads=[0],[3]"]
     logs, frames = {}, {}
-    for mode, switch in (("grouped", "true"), ("separate", "false")):
+    for mode, switch, logger in (("grouped", "true", "both"), ("separate", "false", "csv")):
         proc = run_cli("-m", *common, f"results_csv={tmp_path / mode}.csv", f"hydra.sweep.dir={tmp_path / mode}",
-                       f"hydra.launcher.group_configs={switch}", check=True)
+                       f"hydra.launcher.group_configs={switch}", f"logger={logger}", check=True)
         logs[mode] = proc.stdout + proc.stderr
         frames[mode] = pd.read_csv(tmp_path / f"{mode}.csv").sort_values(["config_hash", "metric"], ignore_index=True)
     assert "evaluated 4 configs in one pass" in logs["grouped"] and "one pass" not in logs["separate"]
@@ -162,6 +162,7 @@ def test_a_head_sensitivity_multirun_runs_grouped_with_the_rows_of_separate_jobs
     for job in range(4):
         metrics = json.loads((tmp_path / "grouped" / str(job) / "metrics.json").read_text())
         assert metrics["grouped_configs"] == 4
+        assert len(list((tmp_path / "grouped" / str(job) / "wandb").glob("offline-run-*"))) == 1  # its own W&B run
         assert "grouped_configs" not in json.loads((tmp_path / "separate" / str(job) / "metrics.json").read_text())
 
 
