@@ -538,18 +538,18 @@ def _fast_rows_blocks(tower: Tower, x, ctx, bias, owner, layers, scale, unbiased
     def cls_only(i):
         return i == last and tower.cls_pooled()
 
-    i = first
+    start = first
     if row0_only:  # only the CLS query is biased: the other rows of this block stay per image
-        x = _cls_row_block(tower, i, x, ctx, mask(i), cls_only(i), owner, parts)
-        if i < last:
-            i += 1
-            x = _block_after_cls_row(tower, i, x, ctx, mask(i), cls_only(i), owner, parts)
-        elif not cls_only(i):
-            x = torch.cat([x[0], x[1][owner]], dim=1)
-        i += 1
+        x = _cls_row_block(tower, first, x, ctx, mask(first), cls_only(first), owner, parts)
+        if first < last:
+            x = _block_after_cls_row(tower, first + 1, x, ctx, mask(first + 1), cls_only(first + 1), owner, parts)
+            start = first + 2
+        else:
+            x = x if cls_only(first) else torch.cat([x[0], x[1][owner]], dim=1)
+            start = first + 1
     else:
         x = x[owner]
-    for i in range(i, tower.depth):
+    for i in range(start, tower.depth):
         m = mask(i)
         x = tower.block(i, x, ctx) if m is None and not cls_only(i) else _rows_block(tower, i, x, ctx, m, cls_only(i))
     return x

@@ -184,7 +184,7 @@ def evaluate_many(model, dataset, methods, cfg: RecConfig, ctx: RunContext) -> l
         for group in groups:
             tallies = [Tally() for _ in methods]
 
-            def skip(reason: str, n: int) -> None:
+            def skip(reason: str, n: int, tallies: list[Tally] = tallies) -> None:
                 for tally in tallies:
                     tally.skip(reason, n)
 
