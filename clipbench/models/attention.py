@@ -217,8 +217,7 @@ class TimmViT(Tower):
                 bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
                 out = _fused_projection(h, attn.qkv.weight, bias, want, attn.num_heads)
             else:
-                projs = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}
-                out = tuple(_heads(projs[c](h), attn.num_heads) for c in _check_want(want))
+                out = _separate_projections(h, attn, want, attn.num_heads)
         elif not self.eva and hasattr(attn, "qkv") and hasattr(attn, "q_norm"):
             out = _fused_projection(h, attn.qkv.weight, attn.qkv.bias, want, attn.num_heads)
         else:
@@ -296,8 +295,7 @@ class HFCLIPVision(Tower):
     def qkv(self, i, x, ctx, start=0, want="qkv"):
         attn = self.blocks[i].self_attn
         h = self.blocks[i].layer_norm1(x)
-        projs = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}
-        return tuple(_heads(projs[c](h), attn.num_heads) for c in _check_want(want))
+        return _separate_projections(h, attn, want, attn.num_heads)
 
     def finish(self, i, x, out):
         layer = self.blocks[i]
@@ -324,6 +322,11 @@ def _fused_projection(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     rows = slice(a * d, (a + len(want)) * d)
     out = F.linear(h, weight[rows], None if bias is None else bias[rows])
     return tuple(_heads(t, num_heads) for t in out.chunk(len(want), dim=-1))
+
+
+def _separate_projections(h: torch.Tensor, attn: nn.Module, want: str, num_heads: int):
+    """The ``want`` parts of ``attn.q_proj``/``k_proj``/``v_proj`` of ``h``, each (N, H, r, hd)."""
+    return tuple(_heads(getattr(attn, f"{c}_proj")(h), num_heads) for c in _check_want(want))
 
 
 def attention_tower(model: nn.Module, arch: str = "this model") -> Tower:
